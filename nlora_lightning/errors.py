@@ -1,0 +1,36 @@
+"""Exceptions the project raises for bad input; each message names the cause and, where one exists, the fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "NLoRAError",
+    "DataError",
+    "ConfigurationError",
+    "CheckpointMismatchError",
+    "RunDirectoryError",
+    "NonFiniteLossError",
+]
+
+
+class NLoRAError(Exception):
+    """Base class of the project's own errors."""
+
+
+class DataError(NLoRAError, ValueError):
+    """A benchmark file exists but its content is unusable (malformed JSON, bad records, empty split)."""
+
+
+class ConfigurationError(NLoRAError, ValueError):
+    """Settings that cannot work together or name things that do not exist."""
+
+
+class CheckpointMismatchError(NLoRAError, ValueError):
+    """A checkpoint was written for another task list, model or method than the one resuming it."""
+
+
+class RunDirectoryError(NLoRAError, FileExistsError):
+    """The run directory already holds a run that this command would overwrite."""
+
+
+class NonFiniteLossError(NLoRAError, FloatingPointError):
+    """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""

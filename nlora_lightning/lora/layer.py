@@ -1,0 +1,127 @@
+"""One adapted linear layer: a frozen base, the frozen updates of finished tasks, and one trainable slot.
+
+    y = base(x) + frozen_B (frozen_A x) + (alpha / r) * B (A dropout(x))
+
+``frozen_A`` (R x d_in) and ``frozen_B`` (d_out x R) hold the finished tasks' factors concatenated
+along the rank, with each task's scaling folded into its columns of ``frozen_B``: the sum of any
+number of finished tasks costs one rank-R product, so a step at task 15 costs what a step at task 1
+costs. The trainable slot (``lora_A``, ``lora_B``) is recycled from task to task: its Parameter
+objects never change, which keeps optimizers, DDP buckets and checkpoints simple.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ContinualLoRALinear"]
+
+
+class ContinualLoRALinear(nn.Module):
+    """Wraps a frozen ``nn.Linear`` (or a bitsandbytes quantized linear) with continual LoRA.
+
+    Args:
+        base_layer: The layer to adapt; its parameters are left untouched.
+        r: Rank of the trainable slot.
+        alpha: LoRA alpha; the slot's update is scaled by ``alpha / r``.
+        dropout: Dropout probability on the slot's input.
+
+    Raises:
+        TypeError: If ``base_layer`` is not a linear layer.
+    """
+
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(
+                f"LoRA can only adapt linear layers, got {type(base_layer).__name__}; "
+                "choose target_modules that name nn.Linear layers"
+            )
+        self.base_layer = base_layer
+        self.in_features = base_layer.in_features
+        self.out_features = base_layer.out_features
+        self.r = r
+        self.scaling = alpha / r
+        factory = {"device": base_layer.weight.device, "dtype": _adapter_dtype(base_layer)}
+        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **factory))
+        self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Rebuilt from the adapter store on load; never part of a state dict.
+        self.register_buffer("frozen_A", torch.zeros(0, self.in_features, **factory), persistent=False)
+        self.register_buffer("frozen_B", torch.zeros(self.out_features, 0, **factory), persistent=False)
+        self.slot_enabled = True
+        self.frozen_enabled = True
+        self.reset_slot()
+
+    @property
+    def frozen_rank(self) -> int:
+        return self.frozen_A.shape[0]
+
+    @torch.no_grad()
+    def reset_slot(self, generator: Optional[torch.Generator] = None) -> None:
+        """Re-initialise the trainable slot as LoRA does: A Kaiming-uniform, B zero (so Delta W = 0)."""
+        if generator is not None and generator.device != self.lora_A.device:
+            values = torch.empty(self.lora_A.shape, dtype=self.lora_A.dtype)
+            nn.init.kaiming_uniform_(values, a=math.sqrt(5), generator=generator)
+            self.lora_A.copy_(values)
+        else:
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+        self.lora_B.zero_()
+
+    @torch.no_grad()
+    def set_frozen(self, frozen_A: Tensor, frozen_B_scaled: Tensor) -> None:
+        """Replace the frozen pair (the scaling must already be folded into ``frozen_B_scaled``)."""
+        if frozen_A.shape[0] != frozen_B_scaled.shape[1] or frozen_A.shape[1] != self.in_features:
+            raise ValueError(
+                f"frozen pair shapes {tuple(frozen_A.shape)} / {tuple(frozen_B_scaled.shape)} do not fit "
+                f"a {self.out_features} x {self.in_features} layer"
+            )
+        like = self.lora_A
+        self.frozen_A = frozen_A.to(device=like.device, dtype=like.dtype).contiguous()
+        self.frozen_B = frozen_B_scaled.to(device=like.device, dtype=like.dtype).contiguous()
+
+    @torch.no_grad()
+    def merge_into_base(self, A: Tensor, B_scaled: Tensor) -> None:
+        """Add ``B_scaled @ A`` to the base weight in place (unquantized bases only)."""
+        weight = self.base_layer.weight
+        if type(self.base_layer) is not nn.Linear or weight.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise TypeError(
+                f"cannot merge adapters into a {type(self.base_layer).__name__} base layer "
+                f"(dtype {weight.dtype}); use consolidation='lowrank' for quantized models"
+            )
+        delta = B_scaled.to(device=weight.device, dtype=torch.float32) @ A.to(device=weight.device, dtype=torch.float32)
+        weight.add_(delta.to(weight.dtype))
+
+    def delta_weight(self) -> Tensor:
+        """The slot's dense update ``scaling * B A`` (d_out x d_in), as the forward pass applies it."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def forward(self, x: Tensor) -> Tensor:
+        result = self.base_layer(x)
+        use_frozen = self.frozen_enabled and self.frozen_A.shape[0] > 0
+        if not (use_frozen or self.slot_enabled):
+            return result
+        x_lora = x.to(self.lora_A.dtype)
+        update: Optional[Tensor] = None
+        if use_frozen:
+            update = nn.functional.linear(nn.functional.linear(x_lora, self.frozen_A), self.frozen_B)
+        if self.slot_enabled:
+            slot = nn.functional.linear(nn.functional.linear(self.lora_dropout(x_lora), self.lora_A), self.lora_B)
+            slot = slot * self.scaling
+            update = slot if update is None else update + slot
+        return result + update.to(result.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"scaling={self.scaling:g}, frozen_rank={self.frozen_rank}"
+        )
+
+
+def _adapter_dtype(base_layer: nn.Linear) -> torch.dtype:
+    # Adapters train in fp32 whatever the base holds (bf16, fp16, int8, packed 4-bit), as PEFT does:
+    # low-precision adapter weights lose the small updates an L1 penalty produces.
+    return torch.float64 if base_layer.weight.dtype == torch.float64 else torch.float32

@@ -1,0 +1,134 @@
+"""The regularizers' math as pure tensor functions (no modules, no state).
+
+Shapes follow the LoRA convention: ``A`` is r x d_in (down-projection), ``B`` is d_out x r, and a
+task's update is ``Delta W = B A`` (d_out x d_in). All functions use the raw factors, without the
+``alpha / r`` scaling, as the paper's and the released code's penalties do.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_BLOCK_ELEMENTS",
+    "l1_of_product",
+    "l1_of_product_naive",
+    "official_nlora_l1",
+    "orthogonality_penalty",
+    "l2_penalty",
+]
+
+# One block of B A holds at most this many entries (4 MiB in fp32): at d = 4096 that is 256 rows,
+# 1/16 of the dense d x d update.
+DEFAULT_BLOCK_ELEMENTS = 1 << 20
+
+
+def l1_of_product_naive(B: Tensor, A: Tensor) -> Tensor:
+    """Entrywise L1 norm of ``B @ A`` by materialising the product (reference implementation)."""
+    return (B @ A).abs().sum()
+
+
+class _BlockedProductL1(torch.autograd.Function):
+    """||B A||_1 and its gradients in one pass over row blocks of B A.
+
+    The gradients are accumulated while the value is computed (they need the same block of
+    ``sign(B A)``), so the backward pass only scales them: the dense product is never held whole,
+    and the work equals the naive form's three matrix products.
+    """
+
+    @staticmethod
+    def forward(ctx, B: Tensor, A: Tensor, block_rows: int, need_grad: bool) -> Tensor:  # type: ignore[override]
+        total = torch.zeros((), dtype=torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype, device=B.device)
+        grad_B = torch.empty_like(B) if need_grad else None
+        grad_A = torch.zeros_like(A) if need_grad else None
+        for start in range(0, B.shape[0], block_rows):
+            B_block = B[start : start + block_rows]
+            product = B_block @ A
+            total += product.abs().sum(dtype=total.dtype)
+            if need_grad:
+                sign = product.sign_()  # sign(0) = 0, as autograd's abs gives
+                grad_B[start : start + block_rows] = sign @ A.transpose(0, 1)
+                grad_A.addmm_(B_block.transpose(0, 1), sign)
+        if need_grad:
+            ctx.save_for_backward(grad_B, grad_A)
+        ctx.need_grad = need_grad
+        return total  # fp32 for half-precision factors: a bf16 sum of millions of entries is coarse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        if not ctx.need_grad:
+            raise RuntimeError("l1_of_product was computed without gradients (inputs did not require grad)")
+        grad_B, grad_A = ctx.saved_tensors
+        return grad_output * grad_B, grad_output * grad_A, None, None
+
+
+def l1_of_product(B: Tensor, A: Tensor, block_rows: Optional[int] = None) -> Tensor:
+    """Entrywise L1 norm ``||B A||_1`` without materialising the d_out x d_in product.
+
+    Exact value and exact (sub)gradients: ``grad_B = sign(BA) A^T``, ``grad_A = B^T sign(BA)``,
+    with ``sign(0) = 0`` as autograd gives for ``abs``. Peak extra memory is one block of rows
+    (``block_rows`` x d_in, default: as many rows as fit ``DEFAULT_BLOCK_ELEMENTS`` entries), plus
+    gradient buffers the size of the factors.
+
+    Args:
+        B: d_out x r.
+        A: r x d_in.
+        block_rows: Rows of ``B A`` computed at once.
+
+    Raises:
+        ValueError: If the inner dimensions differ or ``block_rows`` is not positive.
+
+    Example:
+        >>> B, A = torch.randn(6, 2), torch.randn(2, 5)
+        >>> torch.allclose(l1_of_product(B, A), (B @ A).abs().sum())
+        True
+    """
+    if B.dim() != 2 or A.dim() != 2 or B.shape[1] != A.shape[0]:
+        raise ValueError(f"l1_of_product needs B (d_out x r) and A (r x d_in), got {tuple(B.shape)} and {tuple(A.shape)}")
+    if block_rows is None:
+        block_rows = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, A.shape[1]))
+    if block_rows <= 0:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
+    need_grad = torch.is_grad_enabled() and (A.requires_grad or B.requires_grad)
+    return _BlockedProductL1.apply(B, A, block_rows, need_grad)
+
+
+def official_nlora_l1(A: Tensor, B: Tensor, layer_name: str = "layer") -> Tensor:
+    """The released N-LoRA code's penalty: entrywise L1 of the r x r product ``A @ B``.
+
+    ``A @ B`` (r x d_in times d_out x r) is defined only when d_in == d_out; the released code
+    adapted only such layers. A non-square layer is refused rather than silently transposed.
+
+    Raises:
+        ValueError: If the layer is not square (the message names the layer and its shape).
+    """
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(
+            f"N-LoRA mode='official' computes ||A B||_1, which is undefined for the non-square layer "
+            f"{layer_name} (d_out x d_in = {B.shape[0]} x {A.shape[1]}); use mode='delta_w', or restrict "
+            "target_modules to square layers (e.g. q_proj)"
+        )
+    return (A @ B).abs().sum()
+
+
+def orthogonality_penalty(previous_A: Tensor, A: Tensor) -> Tensor:
+    """O-LoRA's penalty for one layer: ``sum_i |A_i A_t^T|`` entrywise over earlier tasks i.
+
+    With the earlier tasks' A matrices concatenated along the rank (``previous_A``, R x d_in) this
+    is a single product: ``|previous_A @ A^T|.sum()``. Zero when there is no earlier task.
+    """
+    if previous_A.shape[0] == 0:
+        return A.new_zeros(())
+    return (previous_A.to(A.dtype) @ A.transpose(0, 1)).abs().sum()
+
+
+def l2_penalty(tensors: Iterable[Tensor]) -> Tensor:
+    """O-LoRA's lambda_2 term: the sum of the (non-squared) L2 norms of the given tensors."""
+    norms = [torch.linalg.vector_norm(t) for t in tensors]
+    if not norms:
+        raise ValueError("l2_penalty needs at least one tensor")
+    return torch.stack(norms).sum()
