@@ -1,0 +1,167 @@
+"""Reading the CL_Benchmark layout: task lookup, presets, validation of every file and record.
+
+Layout (O-LoRA / N-LoRA): ``<data_dir>/<group>/<task>/{train,test,labels}.json`` with train/test
+JSON lists of ``{"label": str, "sentence": str}``, labels.json a list of strings, and the
+instructions in ``<data_dir>/_meta/instruction_config.json`` keyed by group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+from nlora_lightning.errors import ConfigurationError, DataError
+
+__all__ = ["PRESETS", "TaskData", "load_task", "load_instructions", "resolve_task_names", "find_task_dir", "SPLITS"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+PRESETS: dict[str, list[str]] = {
+    "standard_order1": ["dbpedia", "amazon", "yahoo", "agnews"],
+    "standard_order2": ["dbpedia", "amazon", "agnews", "yahoo"],
+    "standard_order3": ["yahoo", "amazon", "agnews", "dbpedia"],
+    "long_order4": ["MNLI", "CB", "WiC", "COPA", "QQP", "BoolQA", "RTE", "IMDB", "yelp", "amazon", "SST-2", "dbpedia", "agnews", "MultiRC", "yahoo"],
+    "long_order5": ["MultiRC", "BoolQA", "WiC", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yelp", "amazon", "yahoo"],
+    "long_order6": ["yelp", "amazon", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yahoo", "MultiRC", "BoolQA", "WiC"],
+}
+
+UnknownLabelPolicy = Literal["error", "drop", "keep"]
+
+
+@dataclass
+class TaskData:
+    """One task's labels, instruction and validated records."""
+
+    name: str
+    group: str
+    labels: list[str]
+    instruction: Optional[str]  # None for COPA, whose sentence states question and options
+    records: dict[str, list[dict[str, str]]]
+
+
+def resolve_task_names(tasks: Optional[Sequence[str]], preset: Optional[str]) -> list[str]:
+    """The task list from explicit names or a preset (exactly one of the two)."""
+    if (tasks is None) == (preset is None):
+        raise ConfigurationError("give exactly one of data.tasks (a list of task names) and data.preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigurationError(f"unknown preset {preset!r}; presets: {sorted(PRESETS)}")
+        names = list(PRESETS[preset])
+    else:
+        names = list(tasks)  # type: ignore[arg-type]
+    if not names:
+        raise ConfigurationError("the task list is empty")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"duplicate task(s) {duplicates} in the task list {names}: each task appears once")
+    return names
+
+
+def find_task_dir(data_dir: Path, name: str) -> Path:
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
+    matches = sorted(p for p in data_dir.glob(f"*/{name}") if p.is_dir())
+    if not matches:
+        available = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir() and not p.parent.name.startswith("_"))
+        raise FileNotFoundError(f"task {name!r} not found in {data_dir} (looked for <group>/{name}/); tasks there: {available}")
+    if len(matches) > 1:
+        raise ConfigurationError(f"task {name!r} appears in several groups: {[str(m) for m in matches]}")
+    return matches[0]
+
+
+def _read_json(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"malformed JSON in {path}: {error.msg} at line {error.lineno}, column {error.colno}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text: {error}") from None
+
+
+def load_instructions(data_dir: Path) -> dict[str, str]:
+    """Group -> instruction text, from ``_meta/instruction_config.json`` (or ``instruction_config.json``)."""
+    for candidate in (data_dir / "_meta" / "instruction_config.json", data_dir / "instruction_config.json"):
+        if candidate.is_file():
+            raw = _read_json(candidate)
+            try:
+                return {group: entries[0]["instruction"] for group, entries in raw.items()}
+            except (TypeError, KeyError, IndexError, AttributeError):
+                raise DataError(
+                    f"{candidate} must map each group to a list of {{'instruction': str}} entries"
+                ) from None
+    raise FileNotFoundError(f"no instruction_config.json in {data_dir / '_meta'} or {data_dir}")
+
+
+def _validate_records(path: Path, raw, labels: list[str], on_unknown_label: UnknownLabelPolicy) -> list[dict[str, str]]:
+    if not isinstance(raw, list):
+        raise DataError(f"{path} must hold a JSON list of {{'label', 'sentence'}} records, got {type(raw).__name__}")
+    if not raw:
+        raise DataError(f"{path} is empty: a split needs at least one record")
+    known = set(labels)
+    records, unknown = [], {}
+    for index, record in enumerate(raw):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: record {index} is a {type(record).__name__}, not an object")
+        for key in ("label", "sentence"):
+            if key not in record:
+                raise DataError(f"{path}: record {index} has no {key!r} field (fields: {sorted(record)})")
+            if not isinstance(record[key], str):
+                raise DataError(f"{path}: record {index} field {key!r} is not a string")
+        label = record["label"]
+        if label not in known:
+            unknown[label] = unknown.get(label, 0) + 1
+            if on_unknown_label == "drop":
+                continue
+            if on_unknown_label == "error":
+                raise DataError(
+                    f"{path}: record {index} has label {label!r}, which is not in labels.json {labels}; "
+                    "fix the file, or set data.on_unknown_label to 'drop' or 'keep'"
+                )
+        records.append({"label": label, "sentence": record["sentence"]})
+    if unknown:
+        verb = "dropped" if on_unknown_label == "drop" else "kept (they always count as wrong)"
+        log.warning("%s: %d record(s) with labels outside labels.json %s were %s", path, sum(unknown.values()), dict(unknown), verb)
+    if not records:
+        raise DataError(f"{path}: no record is left after dropping unknown labels")
+    return records
+
+
+def load_task(
+    data_dir: str | Path,
+    name: str,
+    instructions: Optional[dict[str, str]] = None,
+    on_unknown_label: UnknownLabelPolicy = "error",
+    splits: Sequence[str] = SPLITS,
+) -> TaskData:
+    """Read and validate one task.
+
+    Raises:
+        FileNotFoundError: The data dir, the task dir or a split file is missing.
+        DataError: Malformed JSON, a record without ``label``/``sentence``, a label outside
+            labels.json (with ``on_unknown_label="error"``), or an empty split.
+    """
+    data_dir = Path(data_dir)
+    task_dir = find_task_dir(data_dir, name)
+    group = task_dir.parent.name
+    labels = _read_json(task_dir / "labels.json")
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
+        raise DataError(f"{task_dir / 'labels.json'} must be a non-empty JSON list of strings")
+    if instructions is None:
+        instructions = load_instructions(data_dir)
+    instruction = None
+    if name != "COPA":
+        if group not in instructions:
+            raise DataError(f"no instruction for group {group!r} (task {name!r}) in instruction_config.json; groups: {sorted(instructions)}")
+        instruction = instructions[group]
+    records = {
+        split: _validate_records(task_dir / f"{split}.json", _read_json(task_dir / f"{split}.json"), labels, on_unknown_label)
+        for split in splits
+    }
+    return TaskData(name=name, group=group, labels=labels, instruction=instruction, records=records)

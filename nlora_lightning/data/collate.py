@@ -1,0 +1,78 @@
+"""Padding collation for training and evaluation batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from nlora_lightning.models.forward import IGNORE_INDEX
+
+__all__ = ["TrainCollator", "EvalCollator"]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            if left:
+                out[i, width - len(row) :] = torch.as_tensor(row)
+            else:
+                out[i, : len(row)] = torch.as_tensor(row)
+    return out
+
+
+@dataclass
+class TrainCollator:
+    """Decoder-only: prompt + answer, right-padded, loss on the answer only. Seq2seq: source and target."""
+
+    pad_token_id: int
+    decoder_only: bool
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.decoder_only:
+            sequences = [e["prompt_ids"] + e["answer_ids"] for e in examples]
+            labels = [[IGNORE_INDEX] * len(e["prompt_ids"]) + e["answer_ids"] for e in examples]
+            input_ids = _pad(sequences, self.pad_token_id)
+            return {
+                "input_ids": input_ids,
+                "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
+                "labels": _pad(labels, IGNORE_INDEX),
+                "task": torch.tensor([e["task"] for e in examples]),
+            }
+        return {
+            "input_ids": _pad([e["prompt_ids"] for e in examples], self.pad_token_id),
+            "attention_mask": _pad([[1] * len(e["prompt_ids"]) for e in examples], 0),
+            "labels": _pad([e["answer_ids"] for e in examples], IGNORE_INDEX),
+            "task": torch.tensor([e["task"] for e in examples]),
+        }
+
+
+@dataclass
+class EvalCollator:
+    """Prompts padded for generation (left for decoder-only), plus what scoring needs.
+
+    ``candidates`` are the task's label strings as answer token ids (with EOS): the ranking mode
+    scores them, and generation stops after the longest of them.
+    """
+
+    pad_token_id: int
+    decoder_only: bool
+    task: int
+    candidates: list[list[int]]
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        prompts = [e["prompt_ids"] for e in examples]
+        left = self.decoder_only
+        return {
+            "input_ids": _pad(prompts, self.pad_token_id, left=left),
+            "attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=left),
+            "prompt_ids": prompts,
+            "label_text": [e["label"] for e in examples],
+            "label_index": torch.tensor([e["label_index"] for e in examples]),
+            "task": self.task,
+            "candidates": self.candidates,
+            "max_new_tokens": max(len(c) for c in self.candidates),
+        }

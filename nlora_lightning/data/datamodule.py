@@ -1,0 +1,350 @@
+"""``TaskSequenceDataModule``: the tasks of a continual-learning sequence, in order, in one ``fit``.
+
+Epochs map to stages: stage s covers epochs ``[s * epochs_per_task, (s + 1) * epochs_per_task)``.
+A stage trains one task (the usual sequence), one task plus replayed samples of earlier tasks
+(``replay``), or all tasks at once (``joint``, the multi-task upper bound, a single stage).
+
+Evaluation uses one loader per task that is fixed for the whole fit; each loader's sampler asks the
+data module whether its task is scheduled at that moment, which is:
+    - before training (Lightning's sanity check), every task, when the zero-shot baseline is on;
+    - at the end of stage s, every task seen so far, the next stage's tasks (for forward transfer,
+      when on) and, after the last stage, the held-out tasks;
+    - during ``trainer.validate`` / ``trainer.test``, every task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from nlora_lightning.data.benchmark import TaskData, load_instructions, load_task, resolve_task_names
+from nlora_lightning.data.collate import EvalCollator, TrainCollator
+from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_split
+from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
+from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
+from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
+
+__all__ = ["ReplayConfig", "TaskSequenceDataModule"]
+
+log = logging.getLogger(__name__)
+
+# Unscheduled evaluation loaders are empty on purpose.
+warnings.filterwarnings("ignore", message=r".*across ranks is zero.*")
+
+
+@dataclass
+class ReplayConfig:
+    """Experience replay: keep a few training samples of each finished task and mix them into later tasks.
+
+    Args:
+        samples_per_task: Size of each task's buffer (class-stratified, seeded).
+        ratio: Replay samples added per new-task sample (0.25 adds one for every four); drawn
+            evenly across earlier tasks' buffers. ``None`` adds every buffered sample.
+
+    Raises:
+        ValueError: For a non-positive buffer size or a negative ratio.
+    """
+
+    samples_per_task: int = 50
+    ratio: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.samples_per_task <= 0:
+            raise ValueError(f"replay.samples_per_task must be positive, got {self.samples_per_task}")
+        if self.ratio is not None and not self.ratio >= 0:
+            raise ValueError(f"replay.ratio must be >= 0 or null, got {self.ratio}")
+
+
+class TaskSequenceDataModule(pl.LightningDataModule):
+    """Feeds the tasks of a continual-learning sequence in order (see the module docstring).
+
+    Args:
+        tasks: Task names, in training order. Exclusive with ``preset``.
+        preset: ``standard_order1..3`` or ``long_order4..6`` (the paper's orders).
+        data_dir: A folder in the CL_Benchmark layout. ``None`` uses the packaged toy benchmark.
+        max_train_samples: Per-task cap on training samples (seeded, class-stratified).
+        max_eval_samples: Per-task cap on test samples (seeded, class-stratified).
+        epochs_per_task: Epochs of each stage (the paper: 10).
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size (default: ``batch_size``).
+        max_source_length: Prompt token budget (sentences are shortened past it; see ``encoding``).
+        max_target_length: Answer token budget, EOS included.
+        joint: Train all tasks at once in a single stage (multi-task learning).
+        replay: Replay settings, or ``None``.
+        held_out_tasks: Tasks never trained on, evaluated zero-shot after the last stage.
+        on_unknown_label: Records whose label is not in labels.json: ``error`` (default),
+            ``drop`` them, or ``keep`` them (they always count as wrong; the released code keeps
+            MNLI's 131 test records labelled "-").
+        seed: Seeds subsampling, shuffling and replay draws.
+        num_workers: DataLoader workers.
+        cache_dir: Where tokenised datasets are cached (default ``$NLORA_DATASETS_CACHE``, else
+            ``$NLORA_CACHE_DIR/datasets``).
+
+    Raises:
+        ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
+            are also trained, or non-positive sizes.
+
+    Example:
+        >>> dm = TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=64)
+        >>> dm.task_names, dm.total_epochs
+        (['reviews', 'topics'], 2)
+    """
+
+    def __init__(
+        self,
+        tasks: Optional[list[str]] = None,
+        preset: Optional[str] = None,
+        data_dir: Optional[str] = None,
+        max_train_samples: Optional[int] = None,
+        max_eval_samples: Optional[int] = None,
+        epochs_per_task: int = 1,
+        batch_size: int = 8,
+        eval_batch_size: Optional[int] = None,
+        max_source_length: int = 512,
+        max_target_length: int = 50,
+        joint: bool = False,
+        replay: Optional[ReplayConfig] = None,
+        held_out_tasks: Optional[list[str]] = None,
+        on_unknown_label: Literal["error", "drop", "keep"] = "error",
+        seed: int = 42,
+        num_workers: int = 0,
+        cache_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.task_names = resolve_task_names(tasks, preset)
+        self.held_out_tasks = list(held_out_tasks or [])
+        overlap = sorted(set(self.held_out_tasks) & set(self.task_names))
+        if overlap:
+            raise ConfigurationError(f"held_out_tasks {overlap} are also in the training sequence")
+        for name, value in [("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples),
+                            ("epochs_per_task", epochs_per_task), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("max_source_length", max_source_length), ("max_target_length", max_target_length)]:
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigurationError(f"data.{name} must be a positive integer, got {value!r}")
+        if joint and replay is not None:
+            raise ConfigurationError("joint (multi-task) training and replay exclude each other")
+        if on_unknown_label not in ("error", "drop", "keep"):
+            raise ConfigurationError(f"on_unknown_label must be 'error', 'drop' or 'keep', got {on_unknown_label!r}")
+        self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.epochs_per_task = epochs_per_task
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.max_source_length = max_source_length
+        self.max_target_length = max_target_length
+        self.joint = joint
+        self.replay = replay
+        self.on_unknown_label = on_unknown_label
+        self.seed = seed
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        # Evaluation protocol; ForgettingMetrics turns these on for forward transfer.
+        self.zero_shot_baseline = False
+        self.evaluate_next_task = False
+        # Filled by setup().
+        self.tokenizer: Any = None
+        self.decoder_only: Optional[bool] = None
+        self._train_examples: list[list[dict]] = []
+        self._eval_examples: list[list[dict]] = []
+        self._candidates: list[list[list[int]]] = []
+        self._replay_draws: dict[int, list[tuple[int, int]]] = {}
+        self._eval_loaders: Optional[list[DataLoader]] = None
+
+    # ----- the stage structure -------------------------------------------------------------
+    @property
+    def all_task_names(self) -> list[str]:
+        """Sequence tasks, then held-out tasks: the columns of every evaluation."""
+        return self.task_names + self.held_out_tasks
+
+    @property
+    def stages(self) -> list[list[int]]:
+        if self.joint:
+            return [list(range(len(self.task_names)))]
+        return [[t] for t in range(len(self.task_names))]
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.num_stages * self.epochs_per_task
+
+    def stage_for_epoch(self, epoch: int) -> int:
+        return min(epoch // self.epochs_per_task, self.num_stages - 1)
+
+    def is_stage_end(self, epoch: int) -> bool:
+        return (epoch + 1) % self.epochs_per_task == 0
+
+    def stage_name(self, stage: int) -> str:
+        return "+".join(self.task_names[t] for t in self.stages[stage])
+
+    def scheduled_eval_tasks(self) -> set[int]:
+        """Columns evaluated right now (see the module docstring)."""
+        trainer = self._trainer_or_none()
+        every = set(range(len(self.all_task_names)))
+        if trainer is None or not trainer.state.fn or trainer.state.fn.value != "fit":
+            return every
+        if trainer.sanity_checking:
+            return set(range(len(self.task_names))) if self.zero_shot_baseline else set()
+        epoch = trainer.current_epoch
+        if not self.is_stage_end(epoch):
+            return set()
+        stage = self.stage_for_epoch(epoch)
+        tasks = {t for s in self.stages[: stage + 1] for t in s}
+        if self.evaluate_next_task and stage + 1 < self.num_stages:
+            tasks |= set(self.stages[stage + 1])
+        if stage == self.num_stages - 1:
+            tasks |= set(range(len(self.task_names), len(self.all_task_names)))
+        return tasks
+
+    def _trainer_or_none(self):
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
+    # ----- loading --------------------------------------------------------------------------
+    def _resolve_tokenizer(self) -> None:
+        if self.tokenizer is not None and self.decoder_only is not None:
+            return
+        module = self.trainer.lightning_module if self._trainer_or_none() is not None else None
+        if module is None or not hasattr(module, "tokenizer"):
+            raise ConfigurationError(
+                "TaskSequenceDataModule needs a tokenizer: attach it to a ContinualLightningModule through "
+                "trainer.fit(module, datamodule=dm), or set dm.tokenizer and dm.decoder_only yourself"
+            )
+        self.tokenizer = module.tokenizer
+        self.decoder_only = not module.is_seq2seq
+
+    def setup(self, stage: str) -> None:
+        if self._train_examples and self._eval_examples:
+            return
+        self._resolve_tokenizer()
+        from nlora_lightning.models.loading import cache_dir as default_cache
+
+        cache = Path(self.cache_dir or os.environ.get("NLORA_DATASETS_CACHE") or default_cache() / "datasets")
+        config = EncodingConfig(self.max_source_length, self.max_target_length, bool(self.decoder_only))
+        instructions = load_instructions(self.data_dir)
+        tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+        self._train_examples, self._eval_examples, self._candidates = [], [], []
+        for index, task in enumerate(tasks):
+            eval_rows = self._select(task, "test", index, self.max_eval_samples, config, cache)
+            self._eval_examples.append(eval_rows)
+            self._candidates.append([encode_answer(self.tokenizer, label, config) for label in task.labels])
+            if index < len(self.task_names):
+                self._train_examples.append(self._select(task, "train", index, self.max_train_samples, config, cache))
+        self._draw_replay()
+
+    def _select(self, task: TaskData, split: str, index: int, cap: Optional[int], config: EncodingConfig, cache: Path) -> list[dict]:
+        dataset = encode_split(task, split, self.tokenizer, config, cache)
+        rows = stratified_subsample(dataset["label"], cap, self.seed + 7919 * index + (0 if split == "train" else 1))
+        examples = dataset.select(rows).to_list()
+        truncated = sum(e["truncated"] for e in examples)
+        if truncated:
+            limit = config.max_source_length
+            log.warning(
+                "task %s/%s: %d of %d prompts exceed max_source_length=%d tokens; their sentences were shortened "
+                "from the end (instruction, options and 'Answer:' kept)", task.name, split, truncated, len(examples), limit,
+            )
+        for e in examples:
+            e["task"] = index
+        return examples
+
+    def _draw_replay(self) -> None:
+        """Which (task, example) pairs each stage replays; seeded, so the same on every rank and resume."""
+        self._replay_draws = {}
+        if self.replay is None:
+            return
+        buffers = {}
+        for t, examples in enumerate(self._train_examples):
+            picks = stratified_subsample([e["label"] for e in examples], self.replay.samples_per_task, self.seed + 104729 * (t + 1))
+            buffers[t] = [(t, i) for i in picks]
+        for stage in range(1, self.num_stages):
+            pool = [pair for t in range(stage) for pair in buffers[t]]
+            if self.replay.ratio is not None:
+                wanted = min(len(pool), round(self.replay.ratio * len(self._train_examples[stage])))
+                rng = random.Random(self.seed * 31 + stage)
+                per_task = [buffers[t][:] for t in range(stage)]
+                for b in per_task:
+                    rng.shuffle(b)
+                # Round-robin over earlier tasks: evenly spread.
+                pool = [b[i] for i in range(max(map(len, per_task))) for b in per_task if i < len(b)][:wanted]
+            self._replay_draws[stage] = sorted(pool)
+
+    def stage_train_examples(self, stage: int) -> list[dict]:
+        examples = [e for t in self.stages[stage] for e in self._train_examples[t]]
+        examples += [self._train_examples[t][i] for t, i in self._replay_draws.get(stage, [])]
+        return examples
+
+    # ----- loaders ----------------------------------------------------------------------------
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer_or_none()
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self._trainer_or_none()
+        epoch = trainer.current_epoch if trainer is not None else 0
+        examples = self.stage_train_examples(self.stage_for_epoch(epoch))
+        rank, world = self._rank_world()
+        sampler = EpochSampler(len(examples), seed=self.seed, epoch=epoch, rank=rank, world_size=world)
+        return ResumableDataLoader(
+            examples,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=TrainCollator(self.tokenizer.pad_token_id, bool(self.decoder_only)),
+            num_workers=self.num_workers,
+        )
+
+    def _evaluation_loaders(self) -> list[DataLoader]:
+        if self._eval_loaders is None:
+            rank, world = self._rank_world()
+            self._eval_loaders = [
+                DataLoader(
+                    examples,
+                    batch_size=self.eval_batch_size,
+                    sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world),
+                    collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t]),
+                    num_workers=self.num_workers,
+                )
+                for t, examples in enumerate(self._eval_examples)
+            ]
+        return self._eval_loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "task_names": self.task_names,
+            "held_out_tasks": self.held_out_tasks,
+            "joint": self.joint,
+            "epochs_per_task": self.epochs_per_task,
+            "seed": self.seed,
+            "max_train_samples": self.max_train_samples,
+            "replay": None if self.replay is None else vars(self.replay),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._identity(), "replay_draws": {s: list(map(list, d)) for s, d in self._replay_draws.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self._identity()
+        differences = [f"{k}: checkpoint {state.get(k)!r} vs now {v!r}" for k, v in mine.items() if state.get(k) != v]
+        if differences:
+            raise CheckpointMismatchError(
+                "the checkpoint was written for another task sequence; " + "; ".join(differences)
+            )

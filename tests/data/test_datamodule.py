@@ -1,0 +1,98 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nlora_lightning import ReplayConfig, TaskSequenceDataModule
+from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
+from nlora_lightning.models import byte_tokenizer
+
+
+def ready(dm, decoder_only=True):
+    dm.tokenizer, dm.decoder_only = byte_tokenizer(), decoder_only
+    dm.setup("fit")
+    return dm
+
+
+def fake_trainer(dm, epoch=0, sanity=False, fn=TrainerFn.FITTING):
+    trainer = SimpleNamespace(current_epoch=epoch, sanity_checking=sanity, state=SimpleNamespace(fn=fn), global_rank=0, world_size=1)
+    dm.trainer = trainer
+    return trainer
+
+
+def test_stage_structure_and_epoch_mapping():
+    dm = TaskSequenceDataModule(tasks=["reviews", "topics", "intents"], epochs_per_task=2)
+    assert dm.stages == [[0], [1], [2]] and dm.total_epochs == 6
+    assert [dm.stage_for_epoch(e) for e in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [dm.is_stage_end(e) for e in range(4)] == [False, True, False, True]
+    joint = TaskSequenceDataModule(tasks=["reviews", "topics"], joint=True)
+    assert joint.stages == [[0, 1]] and joint.stage_name(0) == "reviews+topics"
+
+
+def test_evaluation_schedule():
+    dm = TaskSequenceDataModule(tasks=["reviews", "topics", "intents"], held_out_tasks=["languages"])
+    trainer = fake_trainer(dm, sanity=True)
+    assert dm.scheduled_eval_tasks() == set()
+    dm.zero_shot_baseline = dm.evaluate_next_task = True
+    assert dm.scheduled_eval_tasks() == {0, 1, 2}
+    trainer.sanity_checking = False
+    assert dm.scheduled_eval_tasks() == {0, 1}  # end of task 0: seen + next
+    trainer.current_epoch = 2
+    assert dm.scheduled_eval_tasks() == {0, 1, 2, 3}  # last stage: + held-out
+    trainer.state.fn = TrainerFn.VALIDATING
+    assert dm.scheduled_eval_tasks() == {0, 1, 2, 3}
+
+
+def test_setup_reads_caps_and_builds_loaders():
+    dm = ready(TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=10, max_eval_samples=6, batch_size=4))
+    fake_trainer(dm, epoch=1)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4 and (batch["task"] == 1).all()
+    assert (batch["labels"] != -100).any() and (batch["labels"][:, :5] == -100).all()
+    loaders = dm.val_dataloader()
+    assert len(loaders) == 2 and len(loaders[0].dataset) == 6
+    assert len(dm.stage_train_examples(0)) == 10
+
+
+def test_replay_mixes_seeded_samples_of_earlier_tasks():
+    replay = ReplayConfig(samples_per_task=4, ratio=0.5)
+    dm = ready(TaskSequenceDataModule(tasks=["reviews", "topics", "intents"], max_train_samples=8, replay=replay))
+    stage2 = dm.stage_train_examples(2)
+    assert len(stage2) == 8 + 4 and sorted({e["task"] for e in stage2}) == [0, 1, 2]
+    again = ready(TaskSequenceDataModule(tasks=["reviews", "topics", "intents"], max_train_samples=8, replay=replay))
+    assert [e["sentence"] for e in again.stage_train_examples(2)] == [e["sentence"] for e in stage2]
+
+
+def test_loads_a_cl_benchmark_folder_written_in_a_temp_dir(tmp_path):
+    folder = tmp_path / "NLI" / "mini"
+    folder.mkdir(parents=True)
+    (folder / "labels.json").write_text(json.dumps(["yes", "no"]))
+    records = [{"label": ["yes", "no"][i % 2], "sentence": f"premise {i}"} for i in range(10)]
+    (folder / "train.json").write_text(json.dumps(records))
+    (folder / "test.json").write_text(json.dumps(records[:4]))
+    (tmp_path / "_meta").mkdir()
+    (tmp_path / "_meta" / "instruction_config.json").write_text(json.dumps({"NLI": [{"instruction": "Decide.\n"}]}))
+    dm = ready(TaskSequenceDataModule(tasks=["mini"], data_dir=str(tmp_path)), decoder_only=False)
+    example = dm._eval_examples[0][0]
+    assert dm.tokenizer.decode(example["prompt_ids"]).startswith("Task:NLI\nDataset:mini\nDecide.\nOption: yes, no \npremise 0")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"tasks": ["reviews"], "held_out_tasks": ["reviews"]}, "also in the training sequence"),
+        ({"tasks": ["reviews"], "batch_size": 0}, "batch_size must be a positive integer"),
+        ({"tasks": ["reviews"], "joint": True, "replay": ReplayConfig()}, "exclude each other"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        TaskSequenceDataModule(**kwargs)
+
+
+def test_checkpoint_from_another_sequence_is_refused():
+    dm = TaskSequenceDataModule(tasks=["reviews", "topics"])
+    other = TaskSequenceDataModule(tasks=["topics", "reviews"])
+    with pytest.raises(CheckpointMismatchError, match=r"task_names: checkpoint \['reviews', 'topics'\] vs now \['topics', 'reviews'\]"):
+        other.load_state_dict(dm.state_dict())
