@@ -1,0 +1,91 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from nlora_lightning.models import byte_tokenizer
+from nlora_lightning.models import forward as F
+from nlora_lightning.models.loading import random_init_config
+
+
+@pytest.fixture
+def llama(tiny_llama_init):
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(random_init_config(tiny_llama_init, tok)).eval(), tok
+
+
+def batch(tok):
+    prompts = [tok.encode("Task: x\nAnswer:"), tok.encode("Hi\nAnswer:")]
+    answers = [tok.encode(" yes") + [tok.eos_token_id], tok.encode(" no") + [tok.eos_token_id]]
+    seqs = [p + a for p, a in zip(prompts, answers)]
+    width = max(map(len, seqs))
+    ids = torch.full((2, width), tok.pad_token_id)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    labels = torch.full((2, width), -100)
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[i, : len(p) + len(a)] = 1
+        labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+    return ids, mask, labels
+
+
+def test_answer_only_loss_equals_full_vocabulary_loss(llama):
+    model, tok = llama
+    ids, mask, labels = batch(tok)
+    assert F.supports_answer_only(model)
+    fast = F.causal_lm_loss(model, ids, mask, labels, answer_only=True)
+    full = F.causal_lm_loss(model, ids, mask, labels, answer_only=False)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+
+
+def test_answer_only_gradients_equal_full(llama):
+    model, tok = llama
+    ids, mask, labels = batch(tok)
+    head = model.get_output_embeddings().weight
+    F.causal_lm_loss(model, ids, mask, labels, answer_only=True).backward()
+    fast = head.grad.clone()
+    model.zero_grad()
+    F.causal_lm_loss(model, ids, mask, labels, answer_only=False).backward()
+    torch.testing.assert_close(fast, head.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_left_padded_generation_equals_one_by_one(llama):
+    model, tok = llama
+    prompts = [tok.encode("abc def\nAnswer:"), tok.encode("x\nAnswer:")]
+    width = max(map(len, prompts))
+    ids = torch.full((2, width), tok.pad_token_id)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    together = F.generate_answers(model, tok, ids, mask, 4, is_seq2seq=False)
+    alone = [F.generate_answers(model, tok, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long), 4, False)[0] for p in prompts]
+    assert together == alone
+
+
+def test_rank_answers_picks_the_likeliest_candidate(llama):
+    model, tok = llama
+    prompts = [tok.encode("Q1\nAnswer:"), tok.encode("Q2 longer\nAnswer:")]
+    candidates = [tok.encode(" yes") + [tok.eos_token_id], tok.encode(" no") + [tok.eos_token_id]]
+    best = F.rank_answers(model, prompts, candidates, tok.pad_token_id, is_seq2seq=False)
+    # brute force: full sequence log-likelihood of each candidate
+    for i, p in enumerate(prompts):
+        scores = []
+        for c in candidates:
+            ids = torch.tensor([p + c])
+            logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+            scores.append(sum(logp[len(p) - 1 + k, t] for k, t in enumerate(c)))
+        assert int(best[i]) == int(torch.stack(scores).argmax())
+
+
+def test_seq2seq_rank_and_generate(tiny_t5_init):
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(random_init_config(tiny_t5_init, tok)).eval()
+    prompts = [tok.encode("Q1") + [tok.eos_token_id], tok.encode("Q22") + [tok.eos_token_id]]
+    candidates = [tok.encode("yes") + [tok.eos_token_id], tok.encode("no") + [tok.eos_token_id]]
+    best = F.rank_answers(model, prompts, candidates, tok.pad_token_id, is_seq2seq=True)
+    assert best.shape == (2,)
+    ids = torch.tensor([prompts[0] + [tok.pad_token_id], prompts[1]])
+    answers = F.generate_answers(model, tok, ids, ids.ne(tok.pad_token_id).long(), 3, is_seq2seq=True)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
