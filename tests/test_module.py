@@ -1,0 +1,117 @@
+import json
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from nlora_lightning import ContinualLightningModule, RegularizerConfig
+from nlora_lightning.callbacks import ForgettingMetrics, FreezePreviousAdapters
+from nlora_lightning.errors import ConfigurationError
+
+NLORA = [RegularizerConfig("nlora_l1", weight=0.01)]
+
+
+class CaptureAfterFirstTask(Callback):
+    """Copies task 0's stored adapter and the frozen buffers right after the boundary."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.current_task == 1 and not hasattr(self, "snapshot"):
+            self.snapshot = {k: v.clone() for k, v in pl_module.adapters.snapshots[0].B.items()}
+            self.frozen = {n: l.frozen_B.clone() for n, l in pl_module.adapters.layers.items()}
+
+
+@pytest.mark.slow
+def test_two_task_fit_trains_only_the_current_adapter(tiny, tiny_llama_init, make_trainer, tmp_path):
+    module = tiny.module(tiny_llama_init, regularizers=NLORA)
+    data = tiny.data()
+    capture = CaptureAfterFirstTask()
+    trainer = make_trainer(callbacks=[capture])
+    trainer.fit(module, datamodule=data)
+
+    assert module.current_task == 1 and sorted(module.adapters.snapshots) == [0, 1]
+    # earlier adapter bit-identical after training the next task (store and forward-pass buffers)
+    for name, value in capture.snapshot.items():
+        assert torch.equal(module.adapters.snapshots[0].B[name], value)
+        assert torch.equal(module.adapters.layers[name].frozen_B[:, :2].cpu(), capture.frozen[name][:, :2].cpu())
+    assert any(torch.count_nonzero(v) for v in capture.snapshot.values())  # task 0 did train
+    # callbacks were added automatically and wrote the matrix
+    assert any(isinstance(c, FreezePreviousAdapters) for c in trainer.callbacks)
+    assert any(isinstance(c, ForgettingMetrics) for c in trainer.callbacks)
+    metrics = json.loads((tmp_path / "run" / "cl_metrics.json").read_text())
+    assert len(metrics["acc_matrix"]) == 2 and all(len(r) == 2 for r in metrics["acc_matrix"])
+
+
+def test_gradients_reach_only_the_current_adapter(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init, regularizers=NLORA + [RegularizerConfig("olora_orthogonality", 0.5), RegularizerConfig("l2", 0.1)])
+    module.configure_model()
+    with torch.no_grad():
+        for layer in module.adapters.layers.values():
+            layer.lora_B.normal_()
+    module.finish_task(0)
+    module.start_task(1)
+    with torch.no_grad():
+        for layer in module.adapters.layers.values():
+            layer.lora_B.normal_()
+    ids = torch.randint(3, 200, (2, 12))
+    labels = ids.clone()
+    labels[:, :8] = -100
+    loss = module._task_loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
+    for weight, value in module.regularization_terms().values():
+        loss = loss + weight * value
+    loss.backward()
+    with_grad = {n for n, p in module.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == module.adapters.slot_parameter_names(module.model)
+    assert all(not b.requires_grad for n, b in module.model.named_buffers() if "frozen" in n)
+
+
+def test_regularization_terms_use_per_task_lambdas(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, task_weights={"topics": 1.2})])
+    module.configure_model()
+    module._stage_task_name = lambda: "topics"
+    assert module.regularization_terms()["nlora_l1"][0] == 1.2
+    module._stage_task_name = lambda: "reviews"
+    assert module.regularization_terms()["nlora_l1"][0] == 0.4
+
+
+def test_state_dict_holds_only_the_trainable_adapter(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init)
+    module.configure_model()
+    keys = set(module.state_dict())
+    assert keys and all(k.endswith(("lora_A", "lora_B")) for k in keys)
+    full = tiny.module(tiny_llama_init, adapters="none")
+    full.configure_model()
+    assert len(full.state_dict()) > len(keys)
+
+
+def test_official_mode_on_gqa_v_proj_is_refused(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, options={"mode": "official"})])
+    with pytest.raises(ValueError, match=r"non-square layer model\.layers\.0\.self_attn\.v_proj"):
+        module.configure_model()
+    square = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, options={"mode": "official"})],
+                         lora={"r": 2, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]})
+    square.configure_model()
+    assert "nlora_l1" in square.regularization_terms()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"adapters": "none", "regularizers": NLORA}, "adapters='none' has none"),
+        ({"regularizers": [RegularizerConfig("nope", 1.0)]}, "unknown regularizer 'nope'"),
+        ({"evaluation": {"oracle_task_adapter": True}, "consolidation": "merge"}, "oracle_task_adapter"),
+        ({"adapters": "sometimes"}, "adapters must be"),
+    ],
+)
+def test_incompatible_settings_fail_at_construction(tiny, tiny_llama_init, kwargs, message):
+    with pytest.raises((ConfigurationError, ValueError), match=message):
+        tiny.module(tiny_llama_init, **kwargs)
+
+
+@pytest.mark.slow
+def test_t5_sequence_fits_end_to_end(tiny, tiny_t5_init, make_trainer, tmp_path):
+    module = tiny.module(tiny_t5_init, regularizers=NLORA, evaluation={"mode": "generate"})
+    trainer = make_trainer(name="t5")
+    trainer.fit(module, datamodule=tiny.data(max_train_samples=8, max_eval_samples=4))
+    assert module.is_seq2seq and len(module.adapters.layers) == 12
+    metrics = json.loads((tmp_path / "t5" / "cl_metrics.json").read_text())
+    assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT"}
