@@ -68,3 +68,57 @@ def tiny_llama_init() -> dict:
 @pytest.fixture
 def tiny_t5_init() -> dict:
     return dict(TINY_T5)
+
+
+@pytest.fixture
+def make_trainer(tmp_path: Path, accelerator: str):
+    """Factory for a quiet Trainer writing into tmp_path/<name>, on the selected accelerator."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    def factory(name: str = "run", callbacks=None, **kwargs) -> "pl.Trainer":
+        options = dict(
+            accelerator=accelerator,
+            devices=1,
+            logger=CSVLogger(str(tmp_path), name=name, version=""),
+            callbacks=callbacks or [],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            max_epochs=-1,
+            log_every_n_steps=1,
+            deterministic=True,
+        )
+        options.update(kwargs)
+        return pl.Trainer(**options)
+
+    return factory
+
+
+def tiny_module(init: dict, **kwargs):
+    from nlora_lightning import ContinualLightningModule, LoRAConfig
+
+    kwargs.setdefault("lora", LoRAConfig(r=2, alpha=8, dropout=0.0))
+    kwargs.setdefault("evaluation", {"mode": "rank"})
+    kwargs.setdefault("optimizer", lambda params: torch.optim.AdamW(params, lr=1e-2))
+    return ContinualLightningModule(random_init=init, tokenizer="byte", **kwargs)
+
+
+def tiny_data(**kwargs):
+    from nlora_lightning import TaskSequenceDataModule
+
+    options = dict(tasks=["reviews", "topics"], max_train_samples=16, max_eval_samples=8, batch_size=8,
+                   eval_batch_size=8, max_source_length=256, max_target_length=12)
+    options.update(kwargs)
+    return TaskSequenceDataModule(**options)
+
+
+@pytest.fixture
+def tiny():
+    """Builders for a tiny module and data module: ``tiny.module(init, **kw)``, ``tiny.data(**kw)``."""
+
+    class Builders:
+        module = staticmethod(tiny_module)
+        data = staticmethod(tiny_data)
+
+    return Builders
