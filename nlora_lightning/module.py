@@ -102,6 +102,7 @@ class ContinualLightningModule(pl.LightningModule):
         optimizer: Optimizer factory over the trainable parameters (re-created at each task).
         lr_scheduler: Optional scheduler factory (re-created at each task).
         seed: Seeds adapter initialisation and per-step dropout, so resumed runs match.
+        method_name: A label for reports (``configs/methods/*.yaml`` set it); derived when omitted.
 
     Raises:
         ConfigurationError: For combinations that cannot work (e.g. regularizers without adapters,
@@ -134,6 +135,7 @@ class ContinualLightningModule(pl.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = None,
         seed: int = 0,
+        method_name: Optional[str] = None,
     ) -> None:
         super().__init__()
         if (model_name_or_path is None) == (random_init is None):
@@ -172,6 +174,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.seed = seed
+        self.method_name = method_name or self._derived_method_name()
         # Checkpoints keep hyperparameters as plain data, so they load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         for key in ("lora", "quantization", "evaluation", "regularizers"):
@@ -186,6 +189,16 @@ class ContinualLightningModule(pl.LightningModule):
         self._tokenizer = None
         self._source: Optional[str] = None
         self._oracle_active: Optional[int] = None
+
+    def _derived_method_name(self) -> str:
+        if self.adapter_mode == "none":
+            return "seqft"
+        if self.adapter_mode == "shared":
+            return "seqlora"
+        names = [r.name for r in self.regularizers if (r.weight or r.task_weights)]
+        if not names:
+            return "inclora"
+        return "+".join({"nlora_l1": "nlora", "olora_orthogonality": "olora"}.get(n, n) for n in names if n != "l2") or "inclora"
 
     # ----- backbone -------------------------------------------------------------------------
     def _resolved_source(self) -> Optional[str]:
