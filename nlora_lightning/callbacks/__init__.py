@@ -1,7 +1,18 @@
 """Callbacks for continual learning, reusable by any LightningModule that follows ``protocol``."""
 
+from nlora_lightning.callbacks.collision_monitor import CollisionMonitor
 from nlora_lightning.callbacks.forgetting_metrics import ForgettingMetrics
 from nlora_lightning.callbacks.freeze_previous_adapters import FreezePreviousAdapters
 from nlora_lightning.callbacks.protocol import AdapterAnalysisModule, ContinualModule, EvalOutput, TaskSequence
+from nlora_lightning.callbacks.run_report import RunReport
 
-__all__ = ["AdapterAnalysisModule", "ContinualModule", "EvalOutput", "ForgettingMetrics", "FreezePreviousAdapters", "TaskSequence"]
+__all__ = [
+    "AdapterAnalysisModule",
+    "CollisionMonitor",
+    "ContinualModule",
+    "EvalOutput",
+    "ForgettingMetrics",
+    "FreezePreviousAdapters",
+    "RunReport",
+    "TaskSequence",
+]

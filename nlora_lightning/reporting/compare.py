@@ -1,0 +1,74 @@
+"""Side-by-side comparison of runs; ``nlora compare RUN_DIR... [--out FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from nlora_lightning.io import write_text_atomic
+from nlora_lightning.reporting.runfiles import format_number, format_percent, read_run
+
+__all__ = ["COLUMNS", "compare_runs", "format_markdown", "main"]
+
+# (row key, table header, formatter): accuracies and collision in percent, overlap as a fraction.
+COLUMNS: list[tuple[str, str, Any]] = [
+    ("run", "run", str),
+    ("method", "method", lambda v: "n/a" if v is None else str(v)),
+    ("AA", "AA (%)", lambda v: format_percent(v, 2)),
+    ("BWT", "BWT (%)", lambda v: format_percent(v, 2)),
+    ("forgetting", "forgetting (%)", lambda v: format_percent(v, 2)),
+    ("collision_mean", "collision (%)", lambda v: format_percent(v, 2)),
+    ("overlap_mean", "overlap", lambda v: format_number(v, 4)),
+    ("train_time_s", "train time (s)", lambda v: format_number(v, 0)),
+]
+
+
+def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One row per run directory with the headline figures (``None`` where a file or value is missing).
+
+    Keys: ``run`` (directory name), ``method``, ``AA``, ``BWT``, ``forgetting`` (fractions),
+    ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``.
+    """
+    rows = []
+    for directory in run_dirs:
+        run = read_run(directory)
+        rows.append({
+            "run": run.directory.name or str(run.directory),
+            "method": run.method,
+            "AA": run.metric("AA"),
+            "BWT": run.metric("BWT"),
+            "forgetting": run.metric("forgetting"),
+            "collision_mean": run.collision.pair_mean() if run.collision is not None else None,
+            "overlap_mean": run.orthogonality.pair_mean() if run.orthogonality is not None else None,
+            "train_time_s": run.train_time_s,
+        })
+    return rows
+
+
+def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows of :func:`compare_runs` as a Markdown table; missing values read ``n/a``."""
+    lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|:---|:---|" + "---:|" * (len(COLUMNS) - 2)]
+    for row in rows:
+        cells = [formatter(row.get(key)).replace("|", "\\|") for key, _, formatter in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """``nlora compare RUN_DIR... [--out FILE]``: print a table of the runs' headline figures and write it."""
+    parser = argparse.ArgumentParser(prog="nlora compare", description=main.__doc__)
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run log dirs")
+    parser.add_argument("--out", type=Path, default=Path("comparison.md"), help="Markdown file to write (default: %(default)s)")
+    args = parser.parse_args(list(argv))
+    missing = [str(d) for d in args.run_dirs if not d.is_dir()]
+    if missing:
+        print(f"nlora compare: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    table = format_markdown(compare_runs(args.run_dirs))
+    print(table, end="")
+    write_text_atomic(args.out, table)
+    print(f"written to {args.out}")
+    return 0

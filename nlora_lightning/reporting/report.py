@@ -1,0 +1,231 @@
+"""``report.md`` and PNG figures from a run directory's files; ``nlora report RUN_DIR``.
+
+Reads ``run_info.json`` (RunReport), ``cl_metrics.json`` and ``cl_details.json``
+(ForgettingMetrics), ``collision.csv``, ``orthogonality.csv`` and ``adapter_stats.csv``
+(CollisionMonitor); any of them may be missing, and the report says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from nlora_lightning.io import write_text_atomic
+from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
+from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
+
+__all__ = ["main", "render_markdown", "write_plots", "write_report"]
+
+REPORT = "report.md"
+ACC_PNG, COLLISION_PNG, ORTHOGONALITY_PNG, SPARSITY_PNG = "acc_matrix.png", "collision.png", "orthogonality.png", "sparsity.png"
+_OVERLAP_TITLE = r"Update overlap $\Vert\Delta W_i^\top \Delta W_j\Vert_F \,/\, (\Vert\Delta W_i\Vert_F \Vert\Delta W_j\Vert_F)$"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left_columns: int = 1) -> list[str]:
+    """A Markdown table; the first ``left_columns`` columns are left-aligned (labels), the rest right (numbers)."""
+    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731 - task names may hold any character
+    lines = ["| " + " | ".join(escape(h) for h in header) + " |",
+             "|" + "|".join(":---" if k < left_columns else "---:" for k in range(len(header))) + "|"]
+    return lines + ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
+
+
+def _hyperparameter_rows(info: dict[str, Any]) -> list[list[str]]:
+    hp = info.get("hyperparameters") or {}
+    rows = [["model", str(info.get("model", "n/a"))]]
+    lora = hp.get("lora")
+    if lora:
+        targets = ", ".join(lora.get("target_modules") or []) or "model default"
+        rows.append(["LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, targets: {targets}"])
+    elif hp.get("adapters") == "none":
+        rows.append(["LoRA", "none (full fine-tuning)"])
+    regularizers = hp.get("regularizers") or []
+    described = []
+    for reg in regularizers:
+        text = f"{reg.get('name')} (lambda={reg.get('weight')}"
+        text += f", per task {reg['task_weights']}" if reg.get("task_weights") else ""
+        text += f", {reg['options']}" if reg.get("options") else ""
+        described.append(text + ")")
+    rows.append(["regularizers", "; ".join(described) or "none"])
+    if hp.get("optimizer"):
+        rows.append(["optimizer", f"{hp['optimizer']} (lr={hp.get('lr')}, weight decay={hp.get('weight_decay')})"])
+    for key in ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples", "seed", "data_seed",
+                "precision", "forward_transfer", "collision_tau"):
+        if key in hp:
+            rows.append([key.replace("_", " "), "all" if hp[key] is None and key.startswith("max_") else str(hp[key])])
+    evaluation = hp.get("evaluation")
+    if isinstance(evaluation, dict):
+        rows.append(["evaluation", ", ".join(f"{k}={v}" for k, v in evaluation.items())])
+    return rows
+
+
+def _accuracy_section(run: RunFiles) -> list[str]:
+    metrics = run.metrics or {}
+    lines = ["## Continual-learning metrics", ""]
+    keys = ("AA", "BWT", "forgetting", "FWT")
+    lines += _table(keys, [[format_percent(run.metric(k), 2) for k in keys]], left_columns=0)
+    lines += ["", "Percent. AA: mean accuracy over all tasks after the last completed stage; BWT and forgetting: "
+              "over tasks before the last; FWT needs the zero-shot baseline (n/a: not measured or undefined).", ""]
+    matrix, tasks = metrics.get("acc_matrix") or [], run.tasks
+    if matrix:
+        lines += ["## Accuracy matrix R[i][j] (%)", "",
+                  "Rows: after training stage i; columns: task j. Blank: not evaluated.", ""]
+        rows = [[f"after {name}", *(("" if v is None else format_percent(v, 1)) for v in row)]
+                for name, row in zip(run.stage_names, matrix)]
+        lines += _table(["", *tasks], rows) + ["", f"![Accuracy matrix]({ACC_PNG})", ""]
+    details = run.details or {}
+    if details.get("completed_stages") is not None and details.get("num_stages") is not None:
+        lines += [f"Completed stages: {details['completed_stages']} of {details['num_stages']}.", ""]
+    zero_shot = details.get("zero_shot")
+    if zero_shot:
+        lines += ["## Zero-shot baseline (before any training, %)", ""]
+        lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in zero_shot.items()]) + [""]
+    held_out = details.get("held_out")
+    if held_out:
+        lines += ["## Held-out tasks (never trained; evaluated after the last stage, %)", ""]
+        lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in held_out.items()]) + [""]
+    return lines
+
+
+def _square_section(table: SquareTable, title: str, explanation: str, headline: str, cell, image: str) -> list[str]:
+    lines = [f"## {title}", "", explanation, "", headline, ""]
+    lines += _table(["", *table.names], [[name, *(cell(v) for v in row)] for name, row in zip(table.names, table.values)])
+    return lines + ["", f"![{title}]({image})", ""]
+
+
+def _stats_by_task(run: RunFiles) -> tuple[list[str], dict[str, dict[str, float]]]:
+    layers: list[str] = []
+    by_task: dict[str, dict[str, float]] = defaultdict(dict)
+    for stat in run.adapter_stats or []:
+        if stat.layer not in layers:
+            layers.append(stat.layer)
+        by_task[stat.task][stat.layer] = stat.sparsity
+    return layers, by_task
+
+
+def _analysis_section(run: RunFiles, tau_text: str) -> list[str]:
+    lines: list[str] = []
+    if run.collision is not None:
+        mean = run.collision.pair_mean()
+        lines += _square_section(
+            run.collision, "Parameter collision (%)",
+            f"Share of entries of Delta W that are non-zero (|value| > {tau_text} of the update's largest magnitude) "
+            "in both tasks' updates, mean over adapted layers. Diagonal: share of non-zero entries of the task's own update.",
+            f"**Mean collision over task pairs i < j: {format_percent(mean, 2)} %**" if mean is not None
+            else "One task: no pairs.",
+            lambda v: format_percent(v, 1), COLLISION_PNG)
+    if run.orthogonality is not None:
+        mean = run.orthogonality.pair_mean()
+        lines += _square_section(
+            run.orthogonality, "Orthogonality: update overlap",
+            "`||Delta W_i^T Delta W_j||_F / (||Delta W_i||_F ||Delta W_j||_F)`, mean over adapted layers: 0 = orthogonal "
+            "updates, lower is better. The diagonal is below 1 for updates of rank > 1.",
+            f"**Mean overlap over task pairs i < j: {format_number(mean, 4)}**" if mean is not None else "One task: no pairs.",
+            lambda v: format_number(v, 3), ORTHOGONALITY_PNG)
+    if run.adapter_stats:
+        per_task: dict[str, list] = defaultdict(list)
+        for stat in run.adapter_stats:
+            per_task[stat.task].append(stat)
+        rows = [[task, format_percent(sum(s.sparsity for s in stats) / len(stats), 1),
+                 format_number(sum(s.nuclear_norm for s in stats) / len(stats), 4),
+                 format_number(sum(s.fro_norm for s in stats) / len(stats), 4)] for task, stats in per_task.items()]
+        lines += ["## Task updates", "", f"Mean over {len(_stats_by_task(run)[0])} adapted layers; sparsity: share of entries "
+                  f"at or below {tau_text} of the update's largest magnitude.", "",
+                  f"**Mean nuclear norm: {format_number(run.nuclear_norm_mean, 4)}**", ""]
+        lines += _table(["task", "sparsity (%)", "nuclear norm", "Frobenius norm"], rows)
+        lines += ["", f"![Sparsity per layer]({SPARSITY_PNG})", ""]
+    return lines
+
+
+def render_markdown(run: RunFiles) -> str:
+    """The text of ``report.md`` for the files read into ``run``."""
+    info = run.run_info or {}
+    hp = info.get("hyperparameters") or {}
+    tau = hp.get("collision_tau")
+    tau_text = f"tau = {100 * tau:g} %" if isinstance(tau, (int, float)) else "tau (CollisionMonitor's threshold)"
+    lines = [f"# Run report: {run.directory.name}", ""]
+    facts = [("method", info.get("method")), ("status", info.get("status")), ("started", info.get("started")),
+             ("train time", f"{run.train_time_s:.0f} s" if run.train_time_s is not None else None)]
+    lines += [f"- **{k}**: {v}" for k, v in facts if v is not None] + [""]
+    if info.get("error"):
+        lines += [f"Error: `{info['error']}`", ""]
+    if run.tasks:
+        lines += ["## Tasks (training order)", ""] + [f"{i + 1}. {name}" for i, name in enumerate(run.tasks)] + [""]
+    if info.get("held_out_tasks"):
+        lines += ["Held out (never trained): " + ", ".join(info["held_out_tasks"]), ""]
+    if info:
+        lines += ["## Settings", ""] + _table(["setting", "value"], _hyperparameter_rows(info), left_columns=2) + [""]
+    if run.metrics is not None:
+        lines += _accuracy_section(run)
+    lines += _analysis_section(run, tau_text)
+    if run.notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]
+    return "\n".join(lines)
+
+
+def write_plots(run: RunFiles) -> list[Path]:
+    """Write the PNGs the files allow; returns their paths."""
+    written: list[Path] = []
+
+    def save(name: str, png: bytes) -> None:
+        save_png(run.directory / name, png)
+        written.append(run.directory / name)
+
+    matrix = (run.metrics or {}).get("acc_matrix")
+    if matrix:
+        save(ACC_PNG, heatmap_png(matrix, [f"after {s}" for s in run.stage_names], run.tasks,
+                                  "Accuracy R[i][j] (%): after stage i, on task j", scale=100, xlabel="evaluated task",
+                                  ylabel="after training", cmap="RdYlGn", colorbar_label="accuracy"))
+    if run.collision is not None:
+        save(COLLISION_PNG, heatmap_png(run.collision.values, run.collision.names, run.collision.names,
+                                        "Parameter collision (%), mean over layers", scale=100, cmap="Reds",
+                                        xlabel="task", ylabel="task", colorbar_label="collision rate"))
+    if run.orthogonality is not None:
+        save(ORTHOGONALITY_PNG, heatmap_png(run.orthogonality.values, run.orthogonality.names, run.orthogonality.names,
+                                            _OVERLAP_TITLE, value_format="{:.3f}",
+                                            cmap="Blues", xlabel="task", ylabel="task", colorbar_label="overlap"))
+    layers, by_task = _stats_by_task(run)
+    if layers:
+        series = {task: [values.get(layer, float("nan")) for layer in layers] for task, values in by_task.items()}
+        save(SPARSITY_PNG, sparsity_png(series, layers, "Sparsity of each task's update per layer"))
+    return written
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``report.md`` and the PNG figures into ``run_dir`` from its files; returns the report's path.
+
+    Raises:
+        FileNotFoundError: If ``run_dir`` is not a directory.
+    """
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"run directory {directory} does not exist")
+    run = read_run(directory)
+    write_plots(run)
+    path = directory / REPORT
+    write_text_atomic(path, render_markdown(run))
+    return path
+
+
+def main(argv: Sequence[str]) -> int:
+    """``nlora report RUN_DIR``: regenerate ``report.md`` and the PNGs from the run's files."""
+    parser = argparse.ArgumentParser(prog="nlora report", description=main.__doc__)
+    parser.add_argument("run_dir", type=Path, help="a run's log dir (holds cl_metrics.json)")
+    args = parser.parse_args(list(argv))
+    problem = _run_dir_problem(args.run_dir)
+    if problem:
+        print(f"nlora report: {problem}", file=sys.stderr)
+        return 2
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _run_dir_problem(directory: Path) -> Optional[str]:
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not (directory / CL_METRICS).is_file():
+        return (f"{directory} holds no {CL_METRICS}: not a run directory, or no stage has finished yet "
+                "(ForgettingMetrics writes it at each stage end)")
+    return None
