@@ -20,6 +20,7 @@ __all__ = [
     "causal_lm_loss",
     "seq2seq_loss",
     "generate_answers",
+    "label_scores",
     "rank_answers",
 ]
 
@@ -96,7 +97,106 @@ def _pad_right(rows: Sequence[Sequence[int]], value: int, device: torch.device) 
     return out
 
 
+def _pad_left(rows: Sequence[Sequence[int]], value: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long, device=device)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _head_logprobs(model: nn.Module, hidden: Tensor) -> Tensor:
+    return torch.log_softmax(model.get_output_embeddings()(hidden).float(), dim=-1)
+
+
+def _rank_decoder_only(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
+    """Scores with the prompts run once: each candidate continues the shared KV cache, which is then cut back.
+
+    Reusing one cache (rather than repeating it for every candidate) keeps memory at one batch of
+    prompts; the candidates cost ``sum_c len(c)`` cached tokens per prompt.
+    """
+    ids, mask = _pad_left(prompt_ids, pad_token_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+    lengths = mask.sum(-1, keepdim=True)
+    body = model.base_model
+    prefix = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache = prefix.cache
+    first = _head_logprobs(model, prefix.last_hidden_state[:, -1])  # predicts each candidate's first token
+    scores = torch.empty(len(prompt_ids), len(candidate_ids), device=device)
+    for c, candidate in enumerate(candidate_ids):
+        tokens = torch.as_tensor(candidate, dtype=torch.long, device=device).expand(len(prompt_ids), -1)
+        score = first[:, candidate[0]]
+        if len(candidate) > 1:
+            hidden = body(
+                input_ids=tokens,
+                attention_mask=torch.cat([mask, torch.ones_like(tokens)], dim=1),
+                position_ids=lengths + torch.arange(len(candidate), device=device),
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
+            follow = _head_logprobs(model, hidden[:, :-1]).gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
+            score = score + follow.sum(-1)
+            cache.crop(-len(candidate))  # back to the prompts alone for the next candidate
+        scores[:, c] = score
+    return scores
+
+
+def _rank_full_sequences(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
+    """Scores from full (prompt + candidate) sequences: for models without answer-only logits."""
+    sequences = [list(p) + list(c) for p in prompt_ids for c in candidate_ids]
+    labels = _pad_right([[IGNORE_INDEX] * len(p) + list(c) for p in prompt_ids for c in candidate_ids], IGNORE_INDEX, device)
+    input_ids = _pad_right(sequences, pad_token_id, device)
+    attention_mask = _pad_right([[1] * len(s) for s in sequences], 0, device)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    targets = labels[:, 1:]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    scores = (logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * targets.ne(IGNORE_INDEX)).sum(-1)
+    return scores.view(len(prompt_ids), len(candidate_ids))
+
+
+def _rank_seq2seq(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
+    """Scores with the encoder run once per prompt; the decoder scores every candidate."""
+    n_cands = len(candidate_ids)
+    ids = _pad_right(prompt_ids, pad_token_id, device)
+    mask = ids.ne(pad_token_id).long()
+    encoded = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    labels = _pad_right(candidate_ids, IGNORE_INDEX, device).repeat(len(prompt_ids), 1)
+    logits = model(
+        encoder_outputs=(encoded.repeat_interleave(n_cands, 0),),
+        attention_mask=mask.repeat_interleave(n_cands, 0),
+        labels=labels,
+    ).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    scores = (logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * labels.ne(IGNORE_INDEX)).sum(-1)
+    return scores.view(len(prompt_ids), n_cands)
+
+
 @torch.no_grad()
+def label_scores(
+    model: nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    candidate_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    is_seq2seq: bool,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """Log-likelihood of every candidate answer after every prompt (prompts x candidates).
+
+    The prompt is processed once (decoder-only: its KV cache is shared by the candidates; seq2seq:
+    one encoder pass), so scoring C labels costs about one prompt pass plus C short continuations.
+    Candidates carry their EOS, so "the answer ends here" is part of the score and a label that is
+    a prefix of another cannot win by being short.
+    """
+    device = device or next(model.parameters()).device
+    if is_seq2seq:
+        return _rank_seq2seq(model, prompt_ids, candidate_ids, pad_token_id, device)
+    if supports_answer_only(model):
+        return _rank_decoder_only(model, prompt_ids, candidate_ids, pad_token_id, device)
+    return _rank_full_sequences(model, prompt_ids, candidate_ids, pad_token_id, device)
+
+
 def rank_answers(
     model: nn.Module,
     prompt_ids: Sequence[Sequence[int]],
@@ -105,37 +205,5 @@ def rank_answers(
     is_seq2seq: bool,
     device: Optional[torch.device] = None,
 ) -> Tensor:
-    """Index of the most likely candidate answer for each prompt (sum of token log-probabilities).
-
-    Every (prompt, candidate) pair is scored in one forward pass; the candidates carry their EOS,
-    so "answer ends here" is part of the score and a label that is a prefix of another cannot win
-    by being short.
-    """
-    device = device or next(model.parameters()).device
-    n_prompts, n_cands = len(prompt_ids), len(candidate_ids)
-    if is_seq2seq:
-        encoder_ids = _pad_right([p for p in prompt_ids for _ in range(n_cands)], pad_token_id, device)
-        labels = _pad_right([c for _ in prompt_ids for c in candidate_ids], IGNORE_INDEX, device)
-        logits = model(input_ids=encoder_ids, attention_mask=encoder_ids.ne(pad_token_id).long(), labels=labels).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        mask = labels.ne(IGNORE_INDEX)
-        token_scores = logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-        scores = token_scores.sum(-1)
-    else:
-        sequences = [list(p) + list(c) for p in prompt_ids for c in candidate_ids]
-        labels_rows = [[IGNORE_INDEX] * len(p) + list(c) for p in prompt_ids for c in candidate_ids]
-        input_ids = _pad_right(sequences, pad_token_id, device)
-        attention_mask = _pad_right([[1] * len(s) for s in sequences], 0, device)
-        labels = _pad_right(labels_rows, IGNORE_INDEX, device)
-        if supports_answer_only(model):
-            hidden, targets, rows = _answer_hidden(model, input_ids, attention_mask, labels)
-            logprobs = torch.log_softmax(model.get_output_embeddings()(hidden).float(), dim=-1)
-            token_scores = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            scores = torch.zeros(len(sequences), device=device).index_add_(0, rows, token_scores)
-        else:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-            targets = labels[:, 1:]
-            mask = targets.ne(IGNORE_INDEX)
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            scores = (logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum(-1)
-    return scores.view(n_prompts, n_cands).argmax(-1)
+    """Index of the most likely candidate answer for each prompt (see :func:`label_scores`)."""
+    return label_scores(model, prompt_ids, candidate_ids, pad_token_id, is_seq2seq, device).argmax(-1)

@@ -10,11 +10,13 @@ is one function plus one config entry::
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.lora.model import LayerFactors
 from nlora_lightning.regularizers import functional as F
 
@@ -38,7 +40,7 @@ def get_regularizer(name: str) -> Regularizer:
     try:
         return REGULARIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown regularizer {name!r}; registered: {sorted(REGULARIZERS)}") from None
+        raise ConfigurationError(f"unknown regularizer {name!r}; registered: {sorted(REGULARIZERS)}") from None
 
 
 def _total(values: list[Tensor], layers: Sequence[LayerFactors]) -> Tensor:
@@ -90,13 +92,11 @@ def l2(layers: Sequence[LayerFactors]) -> Tensor:
 def validate_regularizer(name: str, layers: Sequence[LayerFactors], options: dict) -> None:
     """Fail before training for options that cannot work on these layers (e.g. official mode on GQA v_proj)."""
     fn = get_regularizer(name)
-    import inspect
-
     params = inspect.signature(fn).parameters
     unknown = [k for k in options if k not in params or k == "layers"]
     if unknown:
         allowed = [p for p in params if p != "layers"]
-        raise ValueError(f"regularizer {name!r} has no option(s) {unknown}; its options are {allowed}")
+        raise ConfigurationError(f"regularizer {name!r} has no option(s) {unknown}; its options are {allowed}")
     if name == "nlora_l1" and options.get("mode") == "official":
         for layer in layers:
             if layer.A.shape[1] != layer.B.shape[0]:

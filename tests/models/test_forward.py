@@ -89,3 +89,26 @@ def test_seq2seq_rank_and_generate(tiny_t5_init):
     ids = torch.tensor([prompts[0] + [tok.pad_token_id], prompts[1]])
     answers = F.generate_answers(model, tok, ids, ids.ne(tok.pad_token_id).long(), 3, is_seq2seq=True)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_shared_prefix_scores_equal_full_sequence_scores(llama):
+    model, tok = llama
+    prompts = [tok.encode("Q1\nAnswer:"), tok.encode("A much longer question\nAnswer:"), tok.encode("x:")]
+    candidates = [tok.encode(" yes") + [1], tok.encode(" no") + [1], tok.encode(" maybe so") + [1], [1]]
+    shared = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+    full = F._rank_full_sequences(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+    torch.testing.assert_close(shared, full, rtol=1e-4, atol=1e-4)
+
+
+def test_seq2seq_encoder_once_scores_equal_re_encoding(tiny_t5_init):
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(random_init_config(tiny_t5_init, tok)).eval()
+    prompts = [tok.encode("Q1") + [1], tok.encode("Q22 long") + [1]]
+    candidates = [tok.encode("yes") + [1], tok.encode("no") + [1]]
+    scores = F.label_scores(model, prompts, candidates, tok.pad_token_id, is_seq2seq=True)
+    for i, p in enumerate(prompts):
+        for j, c in enumerate(candidates):
+            logits = model(input_ids=torch.tensor([p]), labels=torch.tensor([c])).logits[0]
+            expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(c).unsqueeze(1)).sum()
+            assert abs(float(scores[i, j]) - float(expected)) < 1e-4
