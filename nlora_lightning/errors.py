@@ -9,6 +9,7 @@ __all__ = [
     "CheckpointMismatchError",
     "RunDirectoryError",
     "NonFiniteLossError",
+    "ExportError",
 ]
 
 
@@ -34,3 +35,7 @@ class RunDirectoryError(NLoRAError, FileExistsError):
 
 class NonFiniteLossError(NLoRAError, FloatingPointError):
     """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+
+
+class ExportError(NLoRAError, ValueError):
+    """A run cannot be exported (unreadable checkpoint, nothing to export)."""
