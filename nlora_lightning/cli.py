@@ -8,12 +8,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
+from jsonargparse import ActionYesNo
 from lightning.pytorch.cli import LightningCLI
 
+from nlora_lightning.callbacks.forgetting_metrics import run_dir
 from nlora_lightning.data.datamodule import TaskSequenceDataModule
 from nlora_lightning.module import ContinualLightningModule
+from nlora_lightning.run_dir import guard_run_directory
 
 __all__ = ["NLoRACLI", "main"]
 
@@ -38,6 +42,52 @@ class NLoRACLI(LightningCLI):
             args=args,
             **kwargs,
         )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--overwrite", action=ActionYesNo, default=False,
+            help="replace a run already in the run directory (finished or not) instead of refusing",
+        )
+
+    def before_fit(self) -> None:
+        """Check everything that can be checked before a file is written, then guard the run directory."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # Bad data, model, LoRA or regularizer settings fail now, before config.yaml or anything else is written.
+        self.datamodule.load_tasks()
+        self.model.check_configuration()
+        self.datamodule.check_prompt_budget(self.model.tokenizer)
+        directory = run_dir(self.trainer)
+        checkpoint = resolve_checkpoint(config.get("ckpt_path"), self.trainer, directory)
+        if checkpoint is not None:
+            self._check_resumable(checkpoint)
+        if self.trainer.global_rank == 0:  # DDP re-runs this command in every process; rank 0 owns the directory
+            guard_run_directory(directory, resuming=checkpoint is not None, overwrite=bool(config.get("overwrite")))
+        config["overwrite"] = False  # the saved config.yaml must not replace this run when rerun
+
+    def _check_resumable(self, path: Path) -> None:
+        import torch
+
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.check_checkpoint(checkpoint)
+        state = checkpoint.get(type(self.datamodule).__qualname__)
+        if state is not None:
+            self.datamodule.load_state_dict(state)  # compares the task sequence; raises on a mismatch
+
+
+def resolve_checkpoint(ckpt_path, trainer, run_dir: Path) -> Optional[Path]:
+    """The file a ``ckpt_path`` will resume from, or None (``last`` with no last.ckpt starts fresh)."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        folders = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+        for folder in folders or [run_dir / "checkpoints"]:
+            if (folder / "last.ckpt").is_file():
+                return folder / "last.ckpt"
+        return None
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} does not exist")
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

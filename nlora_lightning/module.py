@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -125,9 +125,9 @@ class ContinualLightningModule(pl.LightningModule):
         quantization: Optional[QuantizationConfig] = None,
         trust_remote_code: bool = False,
         adapters: AdapterMode = "per_task",
-        lora: Optional[LoRAConfig] = None,
+        lora: LoRAConfig = LoRAConfig(),
         consolidation: Literal["lowrank", "merge", "none"] = "lowrank",
-        regularizers: Optional[list[RegularizerConfig]] = None,
+        regularizers: Sequence[RegularizerConfig] = (),
         regularizer_defaults: Optional[dict[str, dict[str, Any]]] = None,
         evaluation: Optional[EvaluationConfig] = None,
         answer_only_logits: bool = True,
@@ -146,7 +146,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.quantization = _as(QuantizationConfig, quantization)
         self.evaluation = _as(EvaluationConfig, evaluation) or EvaluationConfig()
         defaults = regularizer_defaults or {}
-        listed = [_as(RegularizerConfig, r) for r in (regularizers or [])]
+        listed = [_as(RegularizerConfig, r) for r in regularizers or ()]
         self.regularizers = [r.with_defaults(defaults.get(r.name)) for r in listed]
         for reg in self.regularizers:
             get_regularizer(reg.name)  # unknown names fail here, before any loading
@@ -222,6 +222,30 @@ class ContinualLightningModule(pl.LightningModule):
         from transformers import AutoConfig
 
         return bool(AutoConfig.from_pretrained(self._resolved_source(), trust_remote_code=self.trust_remote_code).is_encoder_decoder)
+
+    def check_configuration(self) -> None:
+        """Fail fast, before any file is written: model source, tokenizer, target modules, regularizers.
+
+        Builds the architecture on the meta device (no weights are loaded) to check the LoRA targets
+        and the regularizers' shape requirements.
+        """
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        tokenizer = self.tokenizer
+        if self.random_init is not None:
+            config = random_init_config(self.random_init, tokenizer)
+        else:
+            config = AutoConfig.from_pretrained(self._resolved_source(), trust_remote_code=self.trust_remote_code)
+        if self.quantization is not None:
+            self.quantization.to_transformers()
+        if self.adapter_mode == "none":
+            return
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        with torch.device("meta"):
+            skeleton = auto.from_config(config, trust_remote_code=self.trust_remote_code)
+            factors = ContinualLoRAModel(skeleton, self.lora_config, self.consolidation).layer_factors()
+        for reg in self.regularizers:
+            validate_regularizer(reg.name, factors, reg.options)
 
     def configure_model(self) -> None:
         if self.model is not None:  # Lightning calls this on every fit/validate/test
@@ -335,10 +359,11 @@ class ContinualLightningModule(pl.LightningModule):
                     raise ConfigurationError(f"regularizer {reg.name!r}: task_weights name task(s) {unknown} not in the sequence {datamodule.task_names}")
 
     def configure_callbacks(self):
-        from nlora_lightning.callbacks import ForgettingMetrics, FreezePreviousAdapters
+        from nlora_lightning.callbacks import CollisionMonitor, ForgettingMetrics, FreezePreviousAdapters, RunReport
 
+        # Only the missing ones: Lightning would replace a user's instance by ours otherwise.
         present = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
-        wanted = [FreezePreviousAdapters(), ForgettingMetrics()]
+        wanted = [FreezePreviousAdapters(), ForgettingMetrics(), CollisionMonitor(), RunReport()]
         return [c for c in wanted if not any(issubclass(p, type(c)) for p in present)]
 
     def configure_optimizers(self):
@@ -466,7 +491,12 @@ class ContinualLightningModule(pl.LightningModule):
             "adapters": self.adapters.state_dict() if self.adapters is not None else None,
         }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def check_checkpoint(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's ``nlora`` entry, after checking it was written for this model and method.
+
+        Raises:
+            CheckpointMismatchError: Naming every setting that differs.
+        """
         state = checkpoint.get("nlora")
         if state is None:
             raise CheckpointMismatchError("this checkpoint was not written by nlora_lightning (no 'nlora' entry)")
@@ -474,6 +504,10 @@ class ContinualLightningModule(pl.LightningModule):
         differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}" for k, v in mine.items() if theirs.get(k) != v]
         if differences:
             raise CheckpointMismatchError("the checkpoint was written for another model or method; " + "; ".join(differences))
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self.check_checkpoint(checkpoint)
         self.configure_model()
         if self.adapters is not None:
             self.adapters.load_state_dict(state["adapters"])

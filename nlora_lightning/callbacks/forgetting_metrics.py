@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,12 +19,24 @@ from nlora_lightning.metrics import AccuracyMatrix, continual_metrics
 
 __all__ = ["ForgettingMetrics", "run_dir"]
 
+# The CL metrics are computed from counts already summed over ranks; Lightning cannot know that.
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+
 log = logging.getLogger(__name__)
 
 
 def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's log dir (``trainer.log_dir``), where every file of a run goes."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's log dir, where every file of a run goes: ``trainer.log_dir`` without its broadcast.
+
+    ``Trainer.log_dir`` is a collective call under DDP; callers that only write on rank 0 must not
+    make it, or the other ranks wait forever.
+    """
+    logger = trainer.logger
+    if logger is not None:
+        directory = getattr(logger, "log_dir", None) or logger.save_dir
+        if directory:
+            return Path(directory)
+    return Path(trainer.default_root_dir)
 
 
 class ForgettingMetrics(Callback):
@@ -111,6 +124,7 @@ class ForgettingMetrics(Callback):
             return
         correct, total = self._global_counts()
         acc = torch.where(total > 0, correct / total.clamp(min=1), torch.full_like(total, float("nan")))
+        self._evaluated = total
         self._summarise(trainer, pl_module, acc, stage=row if row < self._rows else None)
 
     def _global_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +195,8 @@ class ForgettingMetrics(Callback):
             "history": self.history,
             "completed_stages": payload.get("completed_stages"),
             "num_stages": self._rows,
+            # samples counted per (row, task), over all ranks; the last row is the zero-shot baseline
+            "evaluated_samples": self._evaluated[:, :T].long().tolist(),
         }
         write_json_atomic(directory / "cl_details.json", details)
 

@@ -62,9 +62,13 @@ def resolve_task_names(tasks: Optional[Sequence[str]], preset: Optional[str]) ->
     return names
 
 
-def find_task_dir(data_dir: Path, name: str) -> Path:
+def _check_data_dir(data_dir: Path) -> None:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
+
+
+def find_task_dir(data_dir: Path, name: str) -> Path:
+    _check_data_dir(data_dir)
     matches = sorted(p for p in data_dir.glob(f"*/{name}") if p.is_dir())
     if not matches:
         available = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir() and not p.parent.name.startswith("_"))
@@ -87,6 +91,7 @@ def _read_json(path: Path):
 
 def load_instructions(data_dir: Path) -> dict[str, str]:
     """Group -> instruction text, from ``_meta/instruction_config.json`` (or ``instruction_config.json``)."""
+    _check_data_dir(data_dir)
     for candidate in (data_dir / "_meta" / "instruction_config.json", data_dir / "instruction_config.json"):
         if candidate.is_file():
             raw = _read_json(candidate)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from nlora_lightning.data.benchmark import TaskData, load_instructions, load_task, resolve_task_names
 from nlora_lightning.data.collate import EvalCollator, TrainCollator
-from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_split
+from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_prompt, encode_split
 from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
@@ -158,6 +158,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self._candidates: list[list[list[int]]] = []
         self._replay_draws: dict[int, list[tuple[int, int]]] = {}
         self._eval_loaders: Optional[list[DataLoader]] = None
+        self._tasks: Optional[list[TaskData]] = None
 
     # ----- the stage structure -------------------------------------------------------------
     @property
@@ -226,6 +227,21 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self.tokenizer = module.tokenizer
         self.decoder_only = not module.is_seq2seq
 
+    def load_tasks(self) -> list[TaskData]:
+        """Read and validate every task's files (once); bad data fails here, before anything is written."""
+        if self._tasks is None:
+            instructions = load_instructions(self.data_dir)
+            self._tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+        return self._tasks
+
+    def check_prompt_budget(self, tokenizer) -> None:
+        """Fail fast when ``max_source_length`` cannot hold a task's template even with an empty sentence."""
+        from nlora_lightning.data.templates import build_prompt
+
+        for task in self.load_tasks():
+            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, "")
+            encode_prompt(tokenizer, prompt, span, self.max_source_length, task.name)
+
     def setup(self, stage: str) -> None:
         if self._train_examples and self._eval_examples:
             return
@@ -234,8 +250,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
         cache = Path(self.cache_dir or os.environ.get("NLORA_DATASETS_CACHE") or default_cache() / "datasets")
         config = EncodingConfig(self.max_source_length, self.max_target_length, bool(self.decoder_only))
-        instructions = load_instructions(self.data_dir)
-        tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+        tasks = self.load_tasks()
         self._train_examples, self._eval_examples, self._candidates = [], [], []
         for index, task in enumerate(tasks):
             eval_rows = self._select(task, "test", index, self.max_eval_samples, config, cache)

@@ -1,0 +1,62 @@
+"""Protecting run directories: a new fit never silently overwrites a finished or unfinished run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from nlora_lightning.errors import RunDirectoryError
+
+__all__ = ["RUN_FILES", "run_state", "guard_run_directory"]
+
+# Everything a fit writes into its run directory (and nothing else is touched by --overwrite).
+RUN_FILES = (
+    "checkpoints", "config.yaml", "hparams.yaml", "metrics.csv", "run_info.json", "cl_metrics.json", "cl_details.json",
+    "acc_matrix.csv", "collision.csv", "orthogonality.csv", "adapter_stats.csv", "report.md",
+    "acc_matrix.png", "collision.png", "orthogonality.png", "sparsity.png",
+)
+
+
+def run_state(directory: Path) -> str:
+    """``empty``, ``finished`` or ``unfinished`` (a run started there and did not end cleanly)."""
+    if not directory.is_dir() or not any((directory / name).exists() for name in RUN_FILES):
+        return "empty"
+    info = directory / "run_info.json"
+    if info.is_file():
+        try:
+            if json.loads(info.read_text()).get("status") == "finished":
+                return "finished"
+        except (json.JSONDecodeError, OSError):
+            pass
+        return "unfinished"
+    return "finished" if (directory / "cl_metrics.json").is_file() and not (directory / "checkpoints").is_dir() else "unfinished"
+
+
+def guard_run_directory(directory: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh fit over an existing run unless asked; clear it when asked.
+
+    Raises:
+        RunDirectoryError: The directory holds a finished run (pass ``--overwrite``) or an
+            unfinished one (resume with ``--ckpt_path last``, or pass ``--overwrite``).
+    """
+    state = run_state(directory)
+    if state == "empty" or resuming:
+        return
+    if not overwrite:
+        if state == "finished":
+            raise RunDirectoryError(
+                f"run directory {directory} already holds a finished run; pass --overwrite to replace it, "
+                "or write elsewhere (--trainer.logger.init_args.name / --trainer.default_root_dir)"
+            )
+        raise RunDirectoryError(
+            f"run directory {directory} holds an unfinished run; resume it with --ckpt_path last, "
+            "or pass --overwrite to start again from scratch"
+        )
+    # Move the old run's files aside in one rename each, then delete them: never half a run on disk.
+    trash = Path(tempfile.mkdtemp(prefix=".replaced-", dir=directory))
+    for name in RUN_FILES:
+        if (directory / name).exists():
+            (directory / name).rename(trash / name)
+    shutil.rmtree(trash)

@@ -1,0 +1,120 @@
+"""Resume mid-sequence after SIGKILL: the final matrix and adapters equal an uninterrupted run's."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS, BATCHES = 2, 3  # per task: 2 epochs of 3 batches -> 6 steps; task k spans steps [6k, 6k + 6)
+
+
+def write_config(tmp_path: Path, name: str, kill_step=None) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    trainer = config["trainer"]
+    trainer["default_root_dir"] = str(tmp_path / name)
+    trainer["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
+    trainer["deterministic"] = True
+    for callback in trainer["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            callback["init_args"].update(every_n_train_steps=2)
+    if kill_step is not None:
+        trainer["callbacks"].append({"class_path": "kill_at_step.KillAtStep", "init_args": {"step": kill_step}})
+    config["model"]["lora"]["dropout"] = 0.1  # exercises the per-step RNG
+    config["data"].update(tasks=["reviews", "topics", "intents"], max_train_samples=8 * BATCHES, epochs_per_task=EPOCHS)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(config: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "helpers")}
+    result = subprocess.run([sys.executable, "-m", "nlora_lightning", "fit", "--config", str(config), *extra],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def final_state(run_dir: Path) -> tuple[list, dict]:
+    metrics = json.loads((run_dir / "cl_metrics.json").read_text())
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    snapshots = checkpoint["nlora"]["adapters"]["snapshots"]
+    slot = {k: v for k, v in checkpoint["state_dict"].items()}
+    return metrics["acc_matrix"], {"snapshots": snapshots, "slot": slot}
+
+
+def assert_same(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}/{key}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-task run: (accuracy matrix, adapters)."""
+    root = tmp_path_factory.mktemp("reference")
+    run(write_config(root, "reference"))
+    return final_state(root / "reference")
+
+
+@pytest.mark.slow
+def test_sigkill_inside_a_task_then_resume_matches_uninterrupted(tmp_path, reference):
+    kill_task = 1
+    kill_step = random.Random(os.getpid()).randrange(EPOCHS * BATCHES * kill_task + 1, EPOCHS * BATCHES * (kill_task + 1))
+
+    killed = run(write_config(tmp_path, "killed", kill_step), check=False)
+    assert killed.returncode == -signal.SIGKILL, f"expected SIGKILL at step {kill_step}:\n{killed.stderr[-2000:]}"
+    assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()
+    # A fresh start over the killed run is refused: it must be resumed or explicitly overwritten.
+    refused = run(write_config(tmp_path, "killed"), check=False)
+    assert refused.returncode != 0 and "unfinished run" in refused.stderr
+
+    run(write_config(tmp_path, "killed"), "--ckpt_path", "last")
+    resumed = final_state(tmp_path / "killed")
+    assert resumed[0] == reference[0], f"killed at step {kill_step}"
+    assert_same(resumed[1], reference[1], f"killed at step {kill_step}")
+    info = json.loads((tmp_path / "killed" / "run_info.json").read_text())
+    assert info["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_two_runs_of_the_tiny_config_are_identical(tmp_path, reference):
+    run(write_config(tmp_path, "again"))
+    again = final_state(tmp_path / "again")
+    assert again[0] == reference[0]
+    assert_same(again[1], reference[1])
+
+
+@pytest.mark.slow
+def test_finished_run_is_not_overwritten_without_flag(tmp_path):
+    config = write_config(tmp_path, "done")
+    one_task = ("--data.tasks", "[reviews]", "--data.epochs_per_task", "1")
+    run(config, *one_task)
+    before = {p: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()}
+    refused = run(config, *one_task, check=False)
+    assert refused.returncode != 0 and "already holds a finished run" in refused.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "done").rglob("*") if p.is_file()} == before
+    run(config, *one_task, "--overwrite")
+    assert json.loads((tmp_path / "done" / "run_info.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_task_list_is_refused(tmp_path):
+    config = write_config(tmp_path, "base")
+    run(config, "--data.tasks", "[reviews]", "--data.epochs_per_task", "1")
+    other = run(config, "--data.tasks", "[topics]", "--data.epochs_per_task", "1", "--ckpt_path", "last", check=False)
+    assert other.returncode != 0
+    assert "CheckpointMismatchError" in other.stderr and "task_names: checkpoint ['reviews'] vs now ['topics']" in other.stderr
