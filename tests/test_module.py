@@ -115,3 +115,15 @@ def test_t5_sequence_fits_end_to_end(tiny, tiny_t5_init, make_trainer, tmp_path)
     assert module.is_seq2seq and len(module.adapters.layers) == 12
     metrics = json.loads((tmp_path / "t5" / "cl_metrics.json").read_text())
     assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("forward_transfer", [False, True])
+def test_first_task_is_evaluated_with_and_without_forward_transfer(tiny, tiny_llama_init, make_trainer, tmp_path, forward_transfer):
+    trainer = make_trainer(name=f"fwt{forward_transfer}", callbacks=[ForgettingMetrics(forward_transfer=forward_transfer)])
+    trainer.fit(tiny.module(tiny_llama_init), datamodule=tiny.data())
+    metrics = json.loads((tmp_path / f"fwt{forward_transfer}" / "cl_metrics.json").read_text())
+    R = metrics["acc_matrix"]
+    assert R[0][0] is not None and R[1][0] is not None and R[1][1] is not None
+    assert (R[0][1] is not None) == forward_transfer  # the next task is evaluated early only for FWT
+    assert (metrics["FWT"] is not None) == forward_transfer and metrics["BWT"] is not None

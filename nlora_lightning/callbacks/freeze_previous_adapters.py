@@ -44,6 +44,14 @@ class FreezePreviousAdapters(Callback):
         if not isinstance(trainer.datamodule, TaskSequence):
             raise TypeError(f"FreezePreviousAdapters needs a TaskSequence data module; got {type(trainer.datamodule).__name__}")
 
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The evaluation loaders' lengths depend on what is scheduled; the sanity check (zero-shot
+        # baseline or nothing) schedules differently from the end of the first task, but Lightning
+        # would reuse the sanity check's loaders at epoch 0. Make it ask again.
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        if hasattr(val_loop, "_last_val_dl_reload_epoch"):
+            val_loop._last_val_dl_reload_epoch = float("-inf")
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stage = trainer.datamodule.stage_for_epoch(trainer.current_epoch)
         current = pl_module.current_task
