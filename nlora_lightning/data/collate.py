@@ -7,21 +7,9 @@ from typing import Any, Sequence
 
 import torch
 
-from nlora_lightning.models.forward import IGNORE_INDEX
+from nlora_lightning.models.forward import IGNORE_INDEX, pad_rows
 
 __all__ = ["TrainCollator", "EvalCollator"]
-
-
-def _pad(rows: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            if left:
-                out[i, width - len(row) :] = torch.as_tensor(row)
-            else:
-                out[i, : len(row)] = torch.as_tensor(row)
-    return out
 
 
 @dataclass
@@ -35,17 +23,17 @@ class TrainCollator:
         if self.decoder_only:
             sequences = [e["prompt_ids"] + e["answer_ids"] for e in examples]
             labels = [[IGNORE_INDEX] * len(e["prompt_ids"]) + e["answer_ids"] for e in examples]
-            input_ids = _pad(sequences, self.pad_token_id)
+            input_ids = pad_rows(sequences, self.pad_token_id)
             return {
                 "input_ids": input_ids,
-                "attention_mask": _pad([[1] * len(s) for s in sequences], 0),
-                "labels": _pad(labels, IGNORE_INDEX),
+                "attention_mask": pad_rows([[1] * len(s) for s in sequences], 0),
+                "labels": pad_rows(labels, IGNORE_INDEX),
                 "task": torch.tensor([e["task"] for e in examples]),
             }
         return {
-            "input_ids": _pad([e["prompt_ids"] for e in examples], self.pad_token_id),
-            "attention_mask": _pad([[1] * len(e["prompt_ids"]) for e in examples], 0),
-            "labels": _pad([e["answer_ids"] for e in examples], IGNORE_INDEX),
+            "input_ids": pad_rows([e["prompt_ids"] for e in examples], self.pad_token_id),
+            "attention_mask": pad_rows([[1] * len(e["prompt_ids"]) for e in examples], 0),
+            "labels": pad_rows([e["answer_ids"] for e in examples], IGNORE_INDEX),
             "task": torch.tensor([e["task"] for e in examples]),
         }
 
@@ -67,8 +55,8 @@ class EvalCollator:
         prompts = [e["prompt_ids"] for e in examples]
         left = self.decoder_only
         return {
-            "input_ids": _pad(prompts, self.pad_token_id, left=left),
-            "attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=left),
+            "input_ids": pad_rows(prompts, self.pad_token_id, left=left),
+            "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0, left=left),
             "prompt_ids": prompts,
             "label_text": [e["label"] for e in examples],
             "label_index": torch.tensor([e["label_index"] for e in examples]),

@@ -21,6 +21,7 @@ __all__ = [
     "seq2seq_loss",
     "generate_answers",
     "label_scores",
+    "pad_rows",
     "rank_answers",
 ]
 
@@ -89,22 +90,25 @@ def generate_answers(
     return tokenizer.batch_decode(answers, skip_special_tokens=True)
 
 
-def _pad_right(rows: Sequence[Sequence[int]], value: int, device: torch.device) -> Tensor:
+def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False, device: Optional[torch.device] = None) -> Tensor:
+    """Token rows as one (len(rows), longest) tensor, padded with ``value`` on the right (or left)."""
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long, device=device)
     for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long, device=device)
+        if len(row):
+            start = width - len(row) if left else 0
+            out[i, start : start + len(row)] = torch.as_tensor(row, dtype=torch.long, device=device)
     return out
 
 
 def _pad_left(rows: Sequence[Sequence[int]], value: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.as_tensor(row, dtype=torch.long, device=device)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
+    return pad_rows(rows, value, left=True, device=device), pad_rows([[1] * len(r) for r in rows], 0, left=True, device=device)
+
+
+def _labelled_logprob(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per row, the summed log-probability of the labelled tokens (``labels`` aligned with ``logits``)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return (logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * labels.ne(IGNORE_INDEX)).sum(-1)
 
 
 def _head_logprobs(model: nn.Module, hidden: Tensor) -> Tensor:
@@ -146,31 +150,26 @@ def _rank_decoder_only(model, prompt_ids, candidate_ids, pad_token_id, device) -
 def _rank_full_sequences(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
     """Scores from full (prompt + candidate) sequences: for models without answer-only logits."""
     sequences = [list(p) + list(c) for p in prompt_ids for c in candidate_ids]
-    labels = _pad_right([[IGNORE_INDEX] * len(p) + list(c) for p in prompt_ids for c in candidate_ids], IGNORE_INDEX, device)
-    input_ids = _pad_right(sequences, pad_token_id, device)
-    attention_mask = _pad_right([[1] * len(s) for s in sequences], 0, device)
+    labels = pad_rows([[IGNORE_INDEX] * len(p) + list(c) for p in prompt_ids for c in candidate_ids], IGNORE_INDEX, device=device)
+    input_ids = pad_rows(sequences, pad_token_id, device=device)
+    attention_mask = pad_rows([[1] * len(s) for s in sequences], 0, device=device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    targets = labels[:, 1:]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    scores = (logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * targets.ne(IGNORE_INDEX)).sum(-1)
-    return scores.view(len(prompt_ids), len(candidate_ids))
+    return _labelled_logprob(logits, labels[:, 1:]).view(len(prompt_ids), len(candidate_ids))
 
 
 def _rank_seq2seq(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
     """Scores with the encoder run once per prompt; the decoder scores every candidate."""
     n_cands = len(candidate_ids)
-    ids = _pad_right(prompt_ids, pad_token_id, device)
-    mask = ids.ne(pad_token_id).long()
+    ids = pad_rows(prompt_ids, pad_token_id, device=device)
+    mask = pad_rows([[1] * len(p) for p in prompt_ids], 0, device=device)
     encoded = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-    labels = _pad_right(candidate_ids, IGNORE_INDEX, device).repeat(len(prompt_ids), 1)
+    labels = pad_rows(candidate_ids, IGNORE_INDEX, device=device).repeat(len(prompt_ids), 1)
     logits = model(
         encoder_outputs=(encoded.repeat_interleave(n_cands, 0),),
         attention_mask=mask.repeat_interleave(n_cands, 0),
         labels=labels,
     ).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    scores = (logprobs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * labels.ne(IGNORE_INDEX)).sum(-1)
-    return scores.view(len(prompt_ids), n_cands)
+    return _labelled_logprob(logits, labels).view(len(prompt_ids), n_cands)
 
 
 @torch.no_grad()
