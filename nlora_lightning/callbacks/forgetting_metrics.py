@@ -15,7 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from nlora_lightning.callbacks.protocol import TaskSequence
 from nlora_lightning.io import write_json_atomic, write_text_atomic
-from nlora_lightning.metrics import AccuracyMatrix, continual_metrics
+from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 
 __all__ = ["ForgettingMetrics", "run_dir"]
 
@@ -132,51 +132,39 @@ class ForgettingMetrics(Callback):
             return self.metric.correct.detach().cpu().clone(), self.metric.total.detach().cpu().clone()
 
     # ----- reporting --------------------------------------------------------------------------
+    def _metrics(self, acc: torch.Tensor, zero_shot: Optional[torch.Tensor], stage: int, num_tasks: int) -> dict[str, float]:
+        """AA, BWT, forgetting and FWT after ``stage``, over the tasks seen so far (all tasks for joint training)."""
+        if self._rows != num_tasks:  # one stage over all tasks: only AA applies
+            return {k: float(v) for k, v in continual_metrics(acc[: stage + 1, :num_tasks]).items()}
+        metrics = continual_metrics(acc[: stage + 1, : stage + 1])
+        if zero_shot is not None:  # R[j-1][j] - b_j for every j evaluated before its own training, the next task included
+            metrics["FWT"] = forward_transfer(acc[: stage + 1, : min(stage + 2, num_tasks)], zero_shot)
+        return {k: float(v) for k, v in metrics.items()}
+
     def _summarise(self, trainer: pl.Trainer, pl_module: pl.LightningModule, acc: torch.Tensor, stage: Optional[int]) -> None:
         datamodule = trainer.datamodule
         T = len(datamodule.task_names)
         zero_shot = acc[self._rows, :T] if self.forward_transfer else None
-        if stage is None:
+        if stage is None:  # the zero-shot baseline, before any training
             values = {"cl/zero_shot_mean": float(zero_shot.nanmean())} if zero_shot is not None else {}
         else:
-            square = self._rows == T
-            sub = acc[: stage + 1, : (stage + 1 if square else T)]
-            fwt_matrix = acc[: stage + 1, :T] if square else sub
-            metrics = continual_metrics(sub, None)
-            if square and self.forward_transfer:
-                from nlora_lightning.metrics import forward_transfer
-
-                metrics["FWT"] = forward_transfer(fwt_matrix[:, : min(stage + 2, T)], zero_shot)
-            values = {f"cl/{k}": float(v) for k, v in metrics.items()}
-            for j, name in enumerate(datamodule.all_task_names):
-                if not math.isnan(float(acc[stage, j])):
-                    values[f"cl/acc/{name}"] = float(acc[stage, j])
-            self.history.append({"stage": stage, "stage_name": datamodule.stage_name(stage), **{k: v for k, v in values.items()}})
+            values = {f"cl/{k}": v for k, v in self._metrics(acc, zero_shot, stage, T).items()}
+            values.update({f"cl/acc/{name}": float(acc[stage, j]) for j, name in enumerate(datamodule.all_task_names)
+                           if not math.isnan(float(acc[stage, j]))})
+            self.history.append({"stage": stage, "stage_name": datamodule.stage_name(stage), **values})
         for key, value in values.items():
             if math.isfinite(value):
                 pl_module.log(key, value, rank_zero_only=True)
-        self.results = self._payload(datamodule, acc, zero_shot)
+        completed = [i for i in range(self._rows) if not torch.isnan(acc[i, :T]).all()]
+        last = completed[-1] if completed else None
+        self.results = {
+            "tasks": datamodule.task_names,
+            "acc_matrix": acc[: self._rows, :T].tolist(),
+            **(self._metrics(acc, zero_shot, last, T) if last is not None else {}),
+            "completed_stages": 0 if last is None else last + 1,
+        }
         if trainer.is_global_zero:
             self._write(run_dir(trainer), datamodule, acc)
-
-    def _payload(self, datamodule, acc: torch.Tensor, zero_shot: Optional[torch.Tensor]) -> dict[str, Any]:
-        T = len(datamodule.task_names)
-        matrix = acc[: self._rows, :T]
-        done = [i for i in range(self._rows) if not torch.isnan(matrix[i]).all()]
-        last = done[-1] if done else -1
-        square = self._rows == T
-        view = matrix[: last + 1, : (last + 1 if square else T)]
-        metrics = continual_metrics(view, None) if last >= 0 else {}
-        if metrics and square and zero_shot is not None:
-            from nlora_lightning.metrics import forward_transfer
-
-            metrics["FWT"] = forward_transfer(matrix[: last + 1, : min(last + 2, T)], zero_shot)
-        return {
-            "tasks": datamodule.task_names,
-            "acc_matrix": matrix.tolist(),
-            **{k: float(v) for k, v in metrics.items()},
-            "completed_stages": last + 1,
-        }
 
     def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
         T = len(datamodule.task_names)
