@@ -41,17 +41,20 @@ class _BlockedProductL1(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, B: Tensor, A: Tensor, block_rows: int, need_grad: bool) -> Tensor:  # type: ignore[override]
-        total = torch.zeros((), dtype=torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype, device=B.device)
-        grad_B = torch.empty_like(B) if need_grad else None
-        grad_A = torch.zeros_like(A) if need_grad else None
-        for start in range(0, B.shape[0], block_rows):
-            B_block = B[start : start + block_rows]
-            product = B_block @ A
-            total += torch.linalg.vector_norm(product, ord=1, dtype=total.dtype)  # no |product| temporary
-            if need_grad:
-                sign = product.sign_()  # sign(0) = 0, as autograd's abs gives
-                grad_B[start : start + block_rows] = sign @ A.transpose(0, 1)
-                grad_A.addmm_(B_block.transpose(0, 1), sign)
+        # Under autocast the products would come out in bf16/fp16 while the gradient buffers stay in
+        # the factors' dtype; the penalty is cheap, so it runs at the factors' precision.
+        with torch.autocast(device_type=B.device.type, enabled=False):
+            total = torch.zeros((), dtype=torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype, device=B.device)
+            grad_B = torch.empty_like(B) if need_grad else None
+            grad_A = torch.zeros_like(A) if need_grad else None
+            for start in range(0, B.shape[0], block_rows):
+                B_block = B[start : start + block_rows]
+                product = B_block @ A
+                total += torch.linalg.vector_norm(product, ord=1, dtype=total.dtype)  # no |product| temporary
+                if need_grad:
+                    sign = product.sign_()  # sign(0) = 0, as autograd's abs gives
+                    grad_B[start : start + block_rows] = sign @ A.transpose(0, 1)
+                    grad_A.addmm_(B_block.transpose(0, 1), sign)
         if need_grad:
             ctx.save_for_backward(grad_B, grad_A)
         ctx.need_grad = need_grad
