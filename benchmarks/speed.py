@@ -301,13 +301,17 @@ def write_results(results: dict, notes: list[str], machine: str, model: str, arg
     from nlora_lightning.io import write_text_atomic
 
     path = REPO / "benchmarks" / "results" / "performance.md"
-    previous = path.read_text() if path.is_file() else "# Performance results\n\nWritten by `benchmarks/speed.py --write`; newest first.\n"
-    head, _, rest = previous.partition("\n## ")
+    marker = "<!-- runs: `benchmarks/speed.py --write` inserts new runs below this line, newest first -->"
+    previous = path.read_text() if path.is_file() else f"# Performance results\n\n{marker}\n"
+    if marker not in previous:
+        previous = previous.rstrip() + f"\n\n{marker}\n"
+    head, _, rest = previous.partition(marker + "\n")
+    head += marker
     section = [f"## {time.strftime('%Y-%m-%d %H:%M')} — {model} on {machine}", "",
                f"Command: `python benchmarks/speed.py {' '.join(argv)}`", "", "| key | value |", "|---|---|"]
     section += [f"| {k} | {results[k]:.4f} |" for k in KEYS]
     section += ["", *[f"- {n}" for n in notes], ""]
-    write_text_atomic(path, head.rstrip() + "\n\n" + "\n".join(section) + ("\n## " + rest if rest else ""))
+    write_text_atomic(path, head + "\n\n" + "\n".join(section) + ("\n" + rest.lstrip("\n") if rest.strip() else ""))
 
 
 if __name__ == "__main__":
