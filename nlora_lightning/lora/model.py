@@ -184,6 +184,21 @@ class ContinualLoRAModel:
         for layer in self.layers.values():
             layer.slot_enabled = enabled
 
+    def activate_only(self, task: int, slot_task: Optional[int]) -> None:
+        """Only ``task``'s adapter in the forward pass (per-task oracle evaluation).
+
+        ``slot_task`` is the task the live trainable slot belongs to (None when no slot is live);
+        a task not trained yet leaves only the base model.
+        """
+        in_slot = slot_task == task
+        self.freeze_tasks([task] if (task in self.snapshots and not in_slot) else [])
+        self.set_slot_enabled(in_slot)
+
+    def activate_all(self, slot_live: bool) -> None:
+        """Every stored adapter, plus the slot when it is live: the continual model."""
+        self.freeze_tasks(sorted(self.snapshots))
+        self.set_slot_enabled(slot_live)
+
     def layer_factors(self) -> list[LayerFactors]:
         return [
             LayerFactors(name, layer.lora_A, layer.lora_B, layer.frozen_A, layer.scaling)

@@ -30,6 +30,7 @@ from nlora_lightning.models.tokenizer import BYTE_TOKENIZER, byte_tokenizer
 
 __all__ = [
     "Backbone",
+    "BackboneSpec",
     "QuantizationConfig",
     "cache_dir",
     "load_backbone",
@@ -267,3 +268,62 @@ def load_backbone(
         trust_remote_code=trust_remote_code, device=device, seed=seed,
     )
     return Backbone(model, tok, bool(model.config.is_encoder_decoder))
+
+
+@dataclass
+class BackboneSpec:
+    """Where the frozen model comes from; resolves lazily and caches what it resolved.
+
+    ``tokenizer()``, ``config()`` and ``skeleton()`` are cheap (no weights), so settings can be
+    checked before anything is loaded or written; ``load()`` builds the real model.
+    """
+
+    model_name_or_path: Optional[str] = None
+    gguf_file: Optional[str] = None
+    random_init: Optional[dict[str, Any]] = None
+    tokenizer_name: Optional[str] = None
+    torch_dtype: str = "float32"
+    quantization: Optional[QuantizationConfig] = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        self._source: Optional[str] = None
+        self._tokenizer = None
+        self._config = None
+
+    def source(self) -> Optional[str]:
+        """The local folder to load from (``package:`` and GGUF resolved), or None for random init."""
+        if self._source is None and self.model_name_or_path is not None:
+            self._source = resolve_source(self.model_name_or_path, self.gguf_file)
+        return self._source
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            name = self.tokenizer_name if self.model_name_or_path is not None else (self.tokenizer_name or BYTE_TOKENIZER)
+            self._tokenizer = load_tokenizer(self.source(), name, self.trust_remote_code)
+        return self._tokenizer
+
+    def config(self):
+        if self._config is None:
+            from transformers import AutoConfig
+
+            if self.random_init is not None:
+                self._config = random_init_config(self.random_init, self.tokenizer())
+            else:
+                self._config = AutoConfig.from_pretrained(self.source(), trust_remote_code=self.trust_remote_code)
+        return self._config
+
+    def skeleton(self) -> nn.Module:
+        """The architecture on the meta device: shapes and module names, no memory, no weights."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        config = self.config()
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        with torch.device("meta"):
+            return auto.from_config(config, trust_remote_code=self.trust_remote_code)
+
+    def load(self, device: Optional[torch.device] = None, seed: int = 0) -> nn.Module:
+        return load_model(
+            self.source(), random_init=self.random_init, tokenizer=self.tokenizer(), torch_dtype=self.torch_dtype,
+            quantization=self.quantization, trust_remote_code=self.trust_remote_code, device=device, seed=seed,
+        )
