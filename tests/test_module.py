@@ -127,3 +127,22 @@ def test_first_task_is_evaluated_with_and_without_forward_transfer(tiny, tiny_ll
     assert R[0][0] is not None and R[1][0] is not None and R[1][1] is not None
     assert (R[0][1] is not None) == forward_transfer  # the next task is evaluated early only for FWT
     assert (metrics["FWT"] is not None) == forward_transfer and metrics["BWT"] is not None
+
+
+@pytest.mark.slow
+def test_task_weights_must_name_sequence_tasks(tiny, tiny_llama_init, make_trainer):
+    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, task_weights={"WiC": 1.2})])
+    with pytest.raises(ConfigurationError, match=r"task_weights name task\(s\) \['WiC'\] not in the sequence \['reviews', 'topics'\]"):
+        make_trainer().fit(module, datamodule=tiny.data())
+
+
+@pytest.mark.slow
+def test_held_out_tasks_are_evaluated_after_the_last_task_and_reported_apart(tiny, tiny_llama_init, make_trainer, tmp_path):
+    trainer = make_trainer(name="heldout")
+    trainer.fit(tiny.module(tiny_llama_init), datamodule=tiny.data(held_out_tasks=["intents"]))
+    run = tmp_path / "heldout"
+    metrics = json.loads((run / "cl_metrics.json").read_text())
+    details = json.loads((run / "cl_details.json").read_text())
+    assert metrics["tasks"] == ["reviews", "topics"] and len(metrics["acc_matrix"][0]) == 2  # not in the matrix
+    assert set(details["held_out"]) == {"intents"} and 0.0 <= details["held_out"]["intents"] <= 1.0
+    assert "intents" in (run / "report.md").read_text()
