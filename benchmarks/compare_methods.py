@@ -52,7 +52,7 @@ def run_config(run_dir: Path, forward_transfer: bool) -> Path:
                 {"class_path": "nlora_lightning.callbacks.ForgettingMetrics", "init_args": {"forward_transfer": forward_transfer}},
                 {"class_path": "nlora_lightning.callbacks.CollisionMonitor"},
                 {"class_path": "nlora_lightning.callbacks.RunReport"},
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                {"class_path": "nlora_lightning.callbacks.ContinualCheckpoint",
                  "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 20, "save_on_train_epoch_end": True}},
             ],
             "enable_progress_bar": False,

@@ -23,7 +23,7 @@ def write_config(tmp_path: Path, name: str, kill_step=None) -> Path:
     trainer["logger"]["init_args"].update(save_dir=str(tmp_path), name=name)
     trainer["deterministic"] = True
     for callback in trainer["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
+        if callback["class_path"].endswith("Checkpoint"):
             callback["init_args"].update(every_n_train_steps=2)
     if kill_step is not None:
         trainer["callbacks"].append({"class_path": "kill_at_step.KillAtStep", "init_args": {"step": kill_step}})
@@ -71,9 +71,12 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_sigkill_inside_a_task_then_resume_matches_uninterrupted(tmp_path, reference):
+@pytest.mark.parametrize("where", ["right after the previous task's last step", "at a random step"])
+def test_sigkill_inside_a_task_then_resume_matches_uninterrupted(tmp_path, reference, where):
     kill_task = 1
-    kill_step = random.Random(os.getpid()).randrange(EPOCHS * BATCHES * kill_task + 1, EPOCHS * BATCHES * (kill_task + 1))
+    first = EPOCHS * BATCHES * kill_task + 1  # steps are counted after they complete
+    # The first case is the hard one: a step-based save on a task's last batch would precede its evaluation.
+    kill_step = first if where.startswith("right") else random.Random(os.getpid()).randrange(first + 1, first + EPOCHS * BATCHES - 1)
 
     killed = run(write_config(tmp_path, "killed", kill_step), check=False)
     assert killed.returncode == -signal.SIGKILL, f"expected SIGKILL at step {kill_step}:\n{killed.stderr[-2000:]}"

@@ -95,6 +95,15 @@ class ForgettingMetrics(Callback):
         if trainer.global_rank == 0:  # restored counts are global: add them on one rank only
             self.metric.correct += self._restored["correct"].to(self.metric.correct)
             self.metric.total += self._restored["total"].to(self.metric.total)
+        done = {trainer.datamodule.stage_for_epoch(e) for e in range(trainer.current_epoch) if trainer.datamodule.is_stage_end(e)}
+        missing = sorted(stage for stage in done if self._restored["total"][stage].sum() == 0)
+        if missing:
+            log.warning(
+                "the checkpoint holds no evaluation for finished stage(s) %s: it was saved on a task's last batch, "
+                "before the task-end evaluation, and Lightning resumes it as a finished epoch. Those rows of the "
+                "accuracy matrix stay empty; use nlora_lightning.callbacks.ContinualCheckpoint for step-based saves.",
+                missing,
+            )
         if self._restored.get("baseline_done"):
             trainer.datamodule.zero_shot_baseline = False
             trainer.num_sanity_val_steps = 0
