@@ -1,4 +1,4 @@
-from nlora_lightning.cli import main
+from nlora_lightning.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,10 +17,11 @@ from lightning.pytorch.cli import LightningCLI
 
 from nlora_lightning.callbacks.forgetting_metrics import run_dir
 from nlora_lightning.data.datamodule import TaskSequenceDataModule
+from nlora_lightning.errors import NLoRAError
 from nlora_lightning.module import ContinualLightningModule
 from nlora_lightning.run_dir import guard_run_directory
 
-__all__ = ["NLoRACLI", "main"]
+__all__ = ["NLoRACLI", "main", "run"]
 
 _TOOLS = ("report", "compare", "export")
 
@@ -49,8 +51,16 @@ class NLoRACLI(LightningCLI):
             help="replace a run already in the run directory (finished or not) instead of refusing",
         )
 
+    def instantiate_classes(self) -> None:
+        with _input_errors():
+            super().instantiate_classes()
+
     def before_fit(self) -> None:
         """Check everything that can be checked before a file is written, then guard the run directory."""
+        with _input_errors():
+            self._check_before_fit()
+
+    def _check_before_fit(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # Bad data, model, LoRA or regularizer settings fail now, before config.yaml or anything else is written.
         self.datamodule.load_tasks()
@@ -61,7 +71,10 @@ class NLoRACLI(LightningCLI):
         if checkpoint is not None:
             self._check_resumable(checkpoint)
         if self.trainer.global_rank == 0:  # DDP re-runs this command in every process; rank 0 owns the directory
-            guard_run_directory(directory, resuming=checkpoint is not None, overwrite=bool(config.get("overwrite")))
+            guard_run_directory(
+                directory, resuming=checkpoint is not None, overwrite=bool(config.get("overwrite")),
+                resume_requested=config.get("ckpt_path") == "last",
+            )
         config["overwrite"] = False  # the saved config.yaml must not replace this run when rerun
 
     def _check_resumable(self, path: Path) -> None:
@@ -90,7 +103,28 @@ def resolve_checkpoint(ckpt_path, trainer, run_dir: Path) -> Optional[Path]:
     return path
 
 
+class _input_errors:
+    """Marks any error raised inside as caused by the command's input (see ``run``)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is not None and isinstance(error, Exception):
+            try:
+                error.nlora_input_error = True
+            except AttributeError:  # an exception type with __slots__
+                pass
+        return False
+
+
+def is_input_error(error: BaseException) -> bool:
+    """True for the project's own errors and for anything raised while the command checked its input."""
+    return isinstance(error, NLoRAError) or getattr(error, "nlora_input_error", False)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); errors propagate to the caller."""
     words = list(sys.argv[1:] if argv is None else argv)
     if words and words[0] in _TOOLS:
         from nlora_lightning.reporting.tools import run_tool
@@ -99,5 +133,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     NLoRACLI(args=None if argv is None else words)
 
 
+def run() -> None:
+    """Console entry point (``nlora``, ``python -m nlora_lightning``).
+
+    An error caused by the input (bad data, settings, run directory, checkpoint) prints one line
+    naming the cause and exits with status 1; a traceback would only bury that line. Set
+    ``NLORA_TRACEBACK=1`` to get the traceback anyway. Any other error propagates unchanged.
+    """
+    try:
+        main()
+    except Exception as error:
+        if not is_input_error(error) or os.environ.get("NLORA_TRACEBACK"):
+            raise
+        print(f"nlora: error: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -349,10 +349,10 @@ class ContinualLightningModule(pl.LightningModule):
             loss = loss + weight * value
             self.log(f"train/reg/{name}", value.detach(), batch_size=batch_size)
         if not torch.isfinite(loss):
-            terms = {n: float(v) for n, (_, v) in self.regularization_terms().items()}
+            terms = {n: float(v.detach()) for n, (_, v) in self.regularization_terms().items()}
             raise NonFiniteLossError(
-                f"loss is {float(loss)} at task {self.current_task}, global step {self.global_step} "
-                f"(task loss {float(task_loss)}, regularizers {terms}); training stopped, the last checkpoint "
+                f"loss is {float(loss.detach())} at task {self.current_task}, global step {self.global_step} "
+                f"(task loss {float(task_loss.detach())}, regularizers {terms}); training stopped, the last checkpoint "
                 "written before this step is kept. Lower the learning rate or the lambdas, or use float32."
             )
         self.log("train/task_loss", task_loss.detach(), batch_size=batch_size)

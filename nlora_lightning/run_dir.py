@@ -34,17 +34,30 @@ def run_state(directory: Path) -> str:
     return "finished" if (directory / "cl_metrics.json").is_file() and not (directory / "checkpoints").is_dir() else "unfinished"
 
 
-def guard_run_directory(directory: Path, resuming: bool, overwrite: bool) -> None:
+def guard_run_directory(directory: Path, resuming: bool, overwrite: bool, resume_requested: bool = False) -> None:
     """Refuse to start a fresh fit over an existing run unless asked; clear it when asked.
+
+    Args:
+        directory: The run directory.
+        resuming: A checkpoint was found and the fit resumes from it.
+        overwrite: ``--overwrite`` was given.
+        resume_requested: ``--ckpt_path last`` was given (whether or not a checkpoint was found).
 
     Raises:
         RunDirectoryError: The directory holds a finished run (pass ``--overwrite``) or an
-            unfinished one (resume with ``--ckpt_path last``, or pass ``--overwrite``).
+            unfinished one (resume with ``--ckpt_path last``, or pass ``--overwrite``), or
+            ``--ckpt_path last`` was asked for an unfinished run that saved no checkpoint.
     """
     state = run_state(directory)
     if state == "empty" or resuming:
         return
     if not overwrite:
+        if state == "unfinished" and resume_requested:
+            raise RunDirectoryError(
+                f"--ckpt_path last: the unfinished run in {directory} saved no checkpoint before it stopped "
+                f"(nothing in {directory / 'checkpoints'}), so there is nothing to resume; "
+                "pass --overwrite to start it again from scratch"
+            )
         if state == "finished":
             raise RunDirectoryError(
                 f"run directory {directory} already holds a finished run; pass --overwrite to replace it, "

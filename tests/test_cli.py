@@ -52,8 +52,46 @@ def test_print_config_composes_several_files(tmp_path):
 
 
 def test_module_entry_point_and_console_script_agree():
-    from nlora_lightning.cli import main  # the console script's target
+    import tomllib
 
-    assert callable(main)
+    from nlora_lightning.cli import run  # the console script's target
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["nlora"] == "nlora_lightning.cli:run" and callable(run)
+    assert "run()" in (REPO / "nlora_lightning" / "__main__.py").read_text()
     result = run_cli("--help")
     assert "fit" in result.stdout and "validate" in result.stdout
+
+
+def test_console_entry_prints_input_errors_as_one_line(monkeypatch, capsys):
+    from nlora_lightning import cli
+    from nlora_lightning.errors import DataError
+
+    def fail(error):
+        def main():
+            raise error
+        return main
+
+    monkeypatch.setattr(cli, "main", fail(DataError("train.json is empty")))
+    with pytest.raises(SystemExit) as caught:
+        cli.run()
+    assert caught.value.code == 1
+    assert capsys.readouterr().err == "nlora: error: DataError: train.json is empty\n"
+
+    monkeypatch.setenv("NLORA_TRACEBACK", "1")
+    with pytest.raises(DataError):
+        cli.run()
+    monkeypatch.delenv("NLORA_TRACEBACK")
+
+    monkeypatch.setattr(cli, "main", fail(RuntimeError("a bug")))  # not an input error: full traceback
+    with pytest.raises(RuntimeError):
+        cli.run()
+
+
+def test_bad_setting_fails_in_one_line_before_writing(tmp_path):
+    result = run_cli("fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--model.lora.r", "0",
+                     "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+                     check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "LoRA rank r must be a positive integer, got r=0" in result.stderr
+    assert not any(tmp_path.iterdir())

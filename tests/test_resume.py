@@ -83,7 +83,8 @@ def test_sigkill_inside_a_task_then_resume_matches_uninterrupted(tmp_path, refer
     assert (tmp_path / "killed" / "checkpoints" / "last.ckpt").is_file()
     # A fresh start over the killed run is refused: it must be resumed or explicitly overwritten.
     refused = run(write_config(tmp_path, "killed"), check=False)
-    assert refused.returncode != 0 and "unfinished run" in refused.stderr
+    assert refused.returncode == 1 and "unfinished run" in refused.stderr
+    assert "Traceback" not in refused.stderr, "an input error is one line, not a traceback"
 
     run(write_config(tmp_path, "killed"), "--ckpt_path", "last")
     resumed = final_state(tmp_path / "killed")
@@ -121,3 +122,15 @@ def test_checkpoint_of_another_task_list_is_refused(tmp_path):
     other = run(config, "--data.tasks", "[topics]", "--data.epochs_per_task", "1", "--ckpt_path", "last", check=False)
     assert other.returncode != 0
     assert "CheckpointMismatchError" in other.stderr and "task_names: checkpoint ['reviews'] vs now ['topics']" in other.stderr
+
+
+@pytest.mark.slow
+def test_killed_before_the_first_save_then_resume_is_refused_clearly(tmp_path):
+    killed = run(write_config(tmp_path, "early", kill_step=1), check=False)  # saves come every 2 steps
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "early" / "checkpoints" / "last.ckpt").exists()
+    refused = run(write_config(tmp_path, "early"), "--ckpt_path", "last", check=False)
+    assert refused.returncode == 1
+    assert "saved no checkpoint" in refused.stderr and "--overwrite" in refused.stderr
+    run(write_config(tmp_path, "early"), "--ckpt_path", "last", "--overwrite")
+    assert json.loads((tmp_path / "early" / "run_info.json").read_text())["status"] == "finished"

@@ -1,0 +1,50 @@
+"""Run-directory states and the guard that keeps a new fit from overwriting a run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nlora_lightning.errors import RunDirectoryError
+from nlora_lightning.run_dir import guard_run_directory, run_state
+
+
+def make_run(directory: Path, status: str, checkpoint: bool) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "run_info.json").write_text(json.dumps({"status": status}))
+    (directory / "metrics.csv").write_text("step\n")
+    if checkpoint:
+        (directory / "checkpoints").mkdir()
+        (directory / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    return directory
+
+
+def test_states(tmp_path):
+    assert run_state(tmp_path / "missing") == "empty"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run file")
+    assert run_state(tmp_path / "other") == "empty"
+    assert run_state(make_run(tmp_path / "done", "finished", True)) == "finished"
+    assert run_state(make_run(tmp_path / "running", "running", True)) == "unfinished"
+
+
+def test_fresh_fit_over_a_run_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(RunDirectoryError, match="already holds a finished run; pass --overwrite"):
+        guard_run_directory(make_run(tmp_path / "done", "finished", True), resuming=False, overwrite=False)
+    with pytest.raises(RunDirectoryError, match="holds an unfinished run; resume it with --ckpt_path last"):
+        guard_run_directory(make_run(tmp_path / "running", "running", True), resuming=False, overwrite=False)
+
+
+def test_resume_requested_but_nothing_saved_says_so(tmp_path):
+    directory = make_run(tmp_path / "early", "running", checkpoint=False)
+    with pytest.raises(RunDirectoryError, match=r"--ckpt_path last: .* saved no checkpoint .* pass --overwrite"):
+        guard_run_directory(directory, resuming=False, overwrite=False, resume_requested=True)
+    # --ckpt_path last on an empty directory just starts, so job scripts can always pass it.
+    guard_run_directory(tmp_path / "new", resuming=False, overwrite=False, resume_requested=True)
+
+
+def test_overwrite_removes_only_run_files(tmp_path):
+    directory = make_run(tmp_path / "done", "finished", True)
+    (directory / "notes.txt").write_text("mine")
+    guard_run_directory(directory, resuming=False, overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
