@@ -116,8 +116,9 @@ def main(argv=None) -> int:
                 command += ["--model.optimizer.init_args.lr", str(args.lr)]
             if args.nlora_lambda is not None and method in ("nlora", "nlora_olora"):
                 command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
-            if state == "unfinished":
-                command += ["--ckpt_path", "last"]
+            if state == "unfinished":  # resume; a run stopped before its first save starts again
+                saved = any((run_dir / "checkpoints").glob("*.ckpt"))
+                command += ["--ckpt_path", "last"] if saved else ["--overwrite"]
             print(f"[run] {run_dir.name}: {shlex.join(command)}", flush=True)
             t0 = time.time()
             with open(out / f"{run_dir.name}.log", "a") as log:
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
         "Command:", "", "```", shlex.join([sys.executable.split('/')[-1], *sys.argv]) if argv is None else shlex.join(argv), "```", "",
         f"Sizes: {args.max_train_samples} training and {args.max_eval_samples} test samples per task (seeded, "
         f"class-stratified), {args.epochs} epoch(s) per task, batch {args.batch_size}, prompts cut at {args.max_length} tokens. "
-        f"Seeds: {args.seeds}. Machine: {machine}. Wall time of this invocation: {(time.time() - started) / 60:.1f} min.",
+        f"Seeds: {args.seeds}. Machine: {machine}. Wall time of this invocation: {(time.time() - started) / 60:.1f} min "
+        "(a restarted comparison keeps finished runs; each run's own training time is in the table).",
         "", table, "",
     ]
     write_text_atomic(out / "comparison.md", "\n".join(lines))
