@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from jsonargparse import ActionYesNo
 from lightning.pytorch.cli import LightningCLI
@@ -103,19 +104,15 @@ def resolve_checkpoint(ckpt_path, trainer, run_dir: Path) -> Optional[Path]:
     return path
 
 
-class _input_errors:
+@contextmanager
+def _input_errors() -> Iterator[None]:
     """Marks any error raised inside as caused by the command's input (see ``run``)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if error is not None and isinstance(error, Exception):
-            try:
-                error.nlora_input_error = True
-            except AttributeError:  # an exception type with __slots__
-                pass
-        return False
+    try:
+        yield
+    except Exception as error:
+        with suppress(AttributeError):  # an exception type with __slots__
+            error.nlora_input_error = True
+        raise
 
 
 def is_input_error(error: BaseException) -> bool:

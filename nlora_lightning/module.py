@@ -345,14 +345,15 @@ class ContinualLightningModule(pl.LightningModule):
         task_loss = self._task_loss(batch)
         loss = task_loss
         batch_size = batch["input_ids"].shape[0]
-        for name, (weight, value) in self.regularization_terms().items():
+        terms = self.regularization_terms()
+        for name, (weight, value) in terms.items():
             loss = loss + weight * value
             self.log(f"train/reg/{name}", value.detach(), batch_size=batch_size)
         if not torch.isfinite(loss):
-            terms = {n: float(v.detach()) for n, (_, v) in self.regularization_terms().items()}
+            values = {n: float(v.detach()) for n, (_, v) in terms.items()}
             raise NonFiniteLossError(
                 f"loss is {float(loss.detach())} at task {self.current_task}, global step {self.global_step} "
-                f"(task loss {float(task_loss.detach())}, regularizers {terms}); training stopped, the last checkpoint "
+                f"(task loss {float(task_loss.detach())}, regularizers {values}); training stopped, the last checkpoint "
                 "written before this step is kept. Lower the learning rate or the lambdas, or use float32."
             )
         self.log("train/task_loss", task_loss.detach(), batch_size=batch_size)
