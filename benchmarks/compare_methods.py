@@ -6,10 +6,12 @@
         --out benchmarks/results/real_data
 
 Each (method, seed) is one ``nlora fit`` in its own run directory under ``--out``, composed from
-``configs/models/<model>.yaml``, ``configs/benchmarks/<preset>.yaml`` and
-``configs/methods/<method>.yaml`` plus the size overrides. The script is restartable: finished runs
-are kept, interrupted ones resume from their last checkpoint. At the end it writes
-``comparison.md`` (the table of ``nlora compare`` plus the command, sizes, wall time and machine).
+the model config (``configs/models/<model>.yaml`` or a path), the benchmark config
+(``configs/benchmarks/<preset>.yaml``, a path, or ``none`` for the model config's own tasks) and
+``configs/methods/<method>.yaml``, plus the size overrides. The script is restartable: finished
+runs are kept, interrupted ones resume from their last checkpoint. At the end it writes
+``comparison.md`` (the table of ``nlora compare`` plus the command, sizes, wall time and machine)
+and exits 1 if any run failed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -33,11 +36,28 @@ from nlora_lightning.io import write_text_atomic  # noqa: E402
 from nlora_lightning.reporting.compare import compare_runs, format_markdown  # noqa: E402
 from nlora_lightning.run_dir import run_state  # noqa: E402
 
-# Settings a method needs on a given model beyond its config file.
+# Settings a method needs on a given model beyond its config file. Grouped-query attention makes
+# v_proj non-square (SmolLM2: 576 -> 192; tiny: 64 -> 32), where the released r x r form is undefined.
 METHOD_OVERRIDES = {
-    # SmolLM2 uses grouped-query attention: v_proj is 576 -> 192, where the released r x r form is undefined.
     ("smollm2", "nlora_official"): ["--model.lora.target_modules", "[q_proj]"],
+    ("tiny", "nlora_official"): ["--model.lora.target_modules", "[q_proj]"],
 }
+# Methods whose nlora_l1 is the paper's delta_w form, the one --nlora-lambda sets.
+DELTA_W_METHODS = ("nlora", "nlora_olora")
+
+
+def resolve_config(value: str, folder: str) -> Path:
+    """A YAML path as given, or the file ``configs/<folder>/<value>.yaml``."""
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path.resolve()
+    path = REPO / "configs" / folder / f"{value}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (REPO / "configs" / folder).glob("*.yaml"))
+        raise FileNotFoundError(f"no config {value!r} in configs/{folder}/ (known: {', '.join(known)})")
+    return path
 
 
 def run_config(run_dir: Path, forward_transfer: bool) -> Path:
@@ -65,11 +85,59 @@ def run_config(run_dir: Path, forward_transfer: bool) -> Path:
     return path
 
 
-def main(argv=None) -> int:
+def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path, state: str) -> list[str]:
+    """The ``nlora fit`` command line of one (method, seed) run; ``state`` is its :func:`run_state`."""
+    configs = [resolve_config(args.model, "models")]
+    if args.preset != "none":
+        configs.append(resolve_config(args.preset, "benchmarks"))
+    configs += [resolve_config(method, "methods"), run_config(run_dir, args.forward_transfer)]
+    command = [sys.executable, "-m", "nlora_lightning", "fit"]
+    for config in configs:
+        command += ["--config", str(config)]
+    if args.data_dir is not None:
+        command += ["--data.data_dir", args.data_dir]
+    command += [
+        "--data.max_train_samples", str(args.max_train_samples),
+        "--data.max_eval_samples", str(args.max_eval_samples),
+        "--data.epochs_per_task", str(args.epochs),
+        "--data.batch_size", str(args.batch_size),
+        "--data.eval_batch_size", "32",
+        "--data.max_source_length", str(args.max_length),
+        "--data.seed", str(seed), "--model.seed", str(seed), "--seed_everything", str(seed),
+        *METHOD_OVERRIDES.get((Path(args.model).stem, method), []),
+    ]
+    if args.lr is not None:
+        command += ["--model.optimizer.init_args.lr", str(args.lr)]
+    if args.nlora_lambda is not None and method in DELTA_W_METHODS:
+        command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
+    if state == "unfinished":  # resume; a run stopped before its first save starts again
+        saved = any((run_dir / "checkpoints").glob("*.ckpt"))
+        command += ["--ckpt_path", "last"] if saved else ["--overwrite"]
+    return command
+
+
+def summary(args: argparse.Namespace, argv: Optional[list[str]], table: str, finished: list[Path], wall_s: float) -> str:
+    """``comparison.md``: the command, sizes, machine, times and the table."""
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    train_s = sum(t for t in (row["train_time_s"] for row in compare_runs(finished)) if t is not None)
+    command = [Path(sys.executable).name, *sys.argv] if argv is None else ["python", "benchmarks/compare_methods.py", *argv]
+    benchmark = args.preset if args.preset != "none" else "the model config's tasks"
+    return "\n".join([
+        f"# {Path(args.model).stem} on {benchmark}", "",
+        "Command:", "", "```", shlex.join(command), "```", "",
+        f"Sizes: {args.max_train_samples} training and {args.max_eval_samples} test samples per task (seeded, "
+        f"class-stratified), {args.epochs} epoch(s) per task, batch {args.batch_size}, prompts cut at {args.max_length} tokens. "
+        f"Seeds: {args.seeds}. Machine: {machine}. Training time of the {len(finished)} runs below: {train_s / 60:.1f} min "
+        f"in all; wall time of this invocation: {wall_s / 60:.1f} min (a restarted comparison keeps finished runs).",
+        "", table, "",
+    ])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--preset", default="standard_order1")
-    parser.add_argument("--model", default="smollm2", help="a file in configs/models/")
+    parser.add_argument("--data-dir", default=None, help="CL_Benchmark folder (default: the configs' own data)")
+    parser.add_argument("--preset", default="standard_order1", help="a file in configs/benchmarks/, a YAML path, or none")
+    parser.add_argument("--model", default="smollm2", help="a file in configs/models/ or a YAML path")
     parser.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "nlora", "nlora_official"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--max-train-samples", type=int, default=250)
@@ -83,11 +151,19 @@ def main(argv=None) -> int:
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
+    try:  # every config must exist before the first (long) run starts
+        resolve_config(args.model, "models")
+        if args.preset != "none":
+            resolve_config(args.preset, "benchmarks")
+        for method in args.methods:
+            resolve_config(method, "methods")
+    except FileNotFoundError as error:
+        parser.error(str(error))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    run_dirs, timings = [], {}
+    run_dirs, failed = [], []
     for seed in args.seeds:
         for method in args.methods:
             run_dir = out / f"{method}-seed{seed}"
@@ -96,52 +172,21 @@ def main(argv=None) -> int:
             if state == "finished":
                 print(f"[keep] {run_dir.name} finished earlier", flush=True)
                 continue
-            command = [
-                sys.executable, "-m", "nlora_lightning", "fit",
-                "--config", str(REPO / "configs" / "models" / f"{args.model}.yaml"),
-                "--config", str(REPO / "configs" / "benchmarks" / f"{args.preset}.yaml"),
-                "--config", str(REPO / "configs" / "methods" / f"{method}.yaml"),
-                "--config", str(run_config(run_dir, args.forward_transfer)),
-                "--data.data_dir", args.data_dir,
-                "--data.max_train_samples", str(args.max_train_samples),
-                "--data.max_eval_samples", str(args.max_eval_samples),
-                "--data.epochs_per_task", str(args.epochs),
-                "--data.batch_size", str(args.batch_size),
-                "--data.eval_batch_size", "32",
-                "--data.max_source_length", str(args.max_length),
-                "--data.seed", str(seed), "--model.seed", str(seed), "--seed_everything", str(seed),
-                *METHOD_OVERRIDES.get((args.model, method), []),
-            ]
-            if args.lr is not None:
-                command += ["--model.optimizer.init_args.lr", str(args.lr)]
-            if args.nlora_lambda is not None and method in ("nlora", "nlora_olora"):
-                command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
-            if state == "unfinished":  # resume; a run stopped before its first save starts again
-                saved = any((run_dir / "checkpoints").glob("*.ckpt"))
-                command += ["--ckpt_path", "last"] if saved else ["--overwrite"]
+            command = fit_command(args, method, seed, run_dir, state)
             print(f"[run] {run_dir.name}: {shlex.join(command)}", flush=True)
-            t0 = time.time()
             with open(out / f"{run_dir.name}.log", "a") as log:
-                result = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-            timings[run_dir.name] = time.time() - t0
+                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
             if result.returncode != 0:
+                failed.append(run_dir.name)
                 print(f"[fail] {run_dir.name} exited {result.returncode}; see {out / (run_dir.name + '.log')}", flush=True)
 
     finished = [d for d in run_dirs if run_state(d) == "finished"]
-    table = format_markdown(compare_runs(finished)) if finished else "(no finished run)"
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-    lines = [
-        f"# {args.model} on {args.preset}", "",
-        "Command:", "", "```", shlex.join([sys.executable.split('/')[-1], *sys.argv]) if argv is None else shlex.join(argv), "```", "",
-        f"Sizes: {args.max_train_samples} training and {args.max_eval_samples} test samples per task (seeded, "
-        f"class-stratified), {args.epochs} epoch(s) per task, batch {args.batch_size}, prompts cut at {args.max_length} tokens. "
-        f"Seeds: {args.seeds}. Machine: {machine}. Wall time of this invocation: {(time.time() - started) / 60:.1f} min "
-        "(a restarted comparison keeps finished runs; each run's own training time is in the table).",
-        "", table, "",
-    ]
-    write_text_atomic(out / "comparison.md", "\n".join(lines))
-    print(table)
-    return 0
+    table = format_markdown(compare_runs(finished)) if finished else "(no finished run)\n"
+    write_text_atomic(out / "comparison.md", summary(args, argv, table, finished, time.time() - started))
+    print(table, end="")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

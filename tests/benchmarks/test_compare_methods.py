@@ -1,0 +1,72 @@
+"""benchmarks/compare_methods.py end to end on configs/tiny.yaml: runs, table, restart, bad input."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "compare_methods.py"
+
+
+@pytest.fixture(scope="module")
+def compare_methods():
+    spec = importlib.util.spec_from_file_location("compare_methods", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_args(out: Path, *methods: str) -> list[str]:
+    return ["--model", str(REPO / "configs" / "tiny.yaml"), "--preset", "none", "--methods", *methods,
+            "--max-train-samples", "16", "--max-eval-samples", "8", "--batch-size", "8", "--max-length", "256",
+            "--nlora-lambda", "0.05", "--out", str(out)]
+
+
+@pytest.mark.slow
+def test_runs_each_method_writes_the_table_and_keeps_finished_runs(compare_methods, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert compare_methods.main(tiny_args(out, "inclora", "nlora")) == 0
+    table = (out / "comparison.md").read_text()
+    assert "| inclora-seed0 | inclora |" in table and "| nlora-seed0 | nlora |" in table
+    assert "Training time of the 2 runs below" in table and "--preset none" in table
+    nlora_info = json.loads((out / "nlora-seed0" / "run_info.json").read_text())
+    assert nlora_info["status"] == "finished"
+    assert nlora_info["hyperparameters"]["regularizers"][0]["weight"] == 0.05  # --nlora-lambda reached the run
+    assert json.loads((out / "inclora-seed0" / "run_info.json").read_text())["hyperparameters"]["regularizers"] == []
+
+    capsys.readouterr()
+    assert compare_methods.main(tiny_args(out, "inclora", "nlora")) == 0
+    printed = capsys.readouterr().out
+    assert "[keep] inclora-seed0" in printed and "[keep] nlora-seed0" in printed and "[run]" not in printed
+    assert json.loads((out / "nlora-seed0" / "run_info.json").read_text())["finished"] == nlora_info["finished"]
+
+
+def test_official_mode_gets_square_targets_on_a_gqa_model(compare_methods, tmp_path):
+    args = compare_methods.argparse.Namespace(
+        model=str(REPO / "configs" / "tiny.yaml"), preset="none", data_dir=None, max_train_samples=16,
+        max_eval_samples=8, epochs=1, batch_size=8, max_length=256, lr=None, nlora_lambda=0.05, forward_transfer=False)
+    command = compare_methods.fit_command(args, "nlora_official", 0, tmp_path / "run", "empty")
+    assert command[command.index("--model.lora.target_modules") + 1] == "[q_proj]"
+    assert "--model.regularizer_defaults" not in command  # --nlora-lambda is for the delta_w form only
+    assert "--ckpt_path" not in command and "--data.data_dir" not in command
+
+
+def test_an_unknown_method_is_refused_before_any_run(compare_methods, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare_methods.main(tiny_args(tmp_path / "cmp", "inclora", "nlroa"))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "no config 'nlroa' in configs/methods/" in error and "nlora_official" in error
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_failed_run_makes_the_exit_status_nonzero(compare_methods, tmp_path, capsys):
+    bad_data = tmp_path / "empty_benchmark"
+    bad_data.mkdir()
+    args = tiny_args(tmp_path / "cmp", "inclora") + ["--data-dir", str(bad_data)]
+    assert compare_methods.main(args) == 1
+    captured = capsys.readouterr()
+    assert "[fail] inclora-seed0" in captured.out and "failed: inclora-seed0" in captured.err
+    assert "(no finished run)" in (tmp_path / "cmp" / "comparison.md").read_text()
