@@ -110,6 +110,7 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
     if args.nlora_lambda is not None and method in DELTA_W_METHODS:
         command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
+    command += args.fit_arg
     if state == "unfinished":  # resume; a run stopped before its first save starts again
         saved = any((run_dir / "checkpoints").glob("*.ckpt"))
         command += ["--ckpt_path", "last"] if saved else ["--overwrite"]
@@ -148,6 +149,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="override the benchmark config's learning rate")
     parser.add_argument("--nlora-lambda", type=float, default=None,
                         help="lambda of nlora_l1 for delta_w-mode methods (the benchmark config's value is tuned for T5-large)")
+    parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG",
+                        help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
