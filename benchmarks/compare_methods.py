@@ -11,7 +11,7 @@ the model config (``configs/models/<model>.yaml`` or a path), the benchmark conf
 ``configs/methods/<method>.yaml``, plus the size overrides. The script is restartable: finished
 runs are kept, interrupted ones resume from their last checkpoint. At the end it writes
 ``comparison.md`` (the table of ``nlora compare`` plus the command, sizes, wall time and machine)
-and exits 1 if any run failed.
+and exits 1 if any run failed; ``--table-only`` writes it from the finished runs alone.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG",
                         help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
+    parser.add_argument("--table-only", action="store_true", help="write the table of the finished runs; start none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
     try:  # every config must exist before the first (long) run starts
@@ -174,6 +175,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             state = run_state(run_dir)
             if state == "finished":
                 print(f"[keep] {run_dir.name} finished earlier", flush=True)
+                continue
+            if args.table_only:
+                print(f"[skip] {run_dir.name} is {state}; --table-only starts no run", flush=True)
                 continue
             command = fit_command(args, method, seed, run_dir, state)
             print(f"[run] {run_dir.name}: {shlex.join(command)}", flush=True)

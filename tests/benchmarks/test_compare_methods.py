@@ -42,6 +42,13 @@ def test_runs_each_method_writes_the_table_and_keeps_finished_runs(compare_metho
     assert "[keep] inclora-seed0" in printed and "[keep] nlora-seed0" in printed and "[run]" not in printed
     assert json.loads((out / "nlora-seed0" / "run_info.json").read_text())["finished"] == nlora_info["finished"]
 
+    capsys.readouterr()
+    assert compare_methods.main(tiny_args(out, "inclora", "olora") + ["--table-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "[skip] olora-seed0 is empty" in printed and not (out / "olora-seed0").exists()
+    table = (out / "comparison.md").read_text()
+    assert "| inclora-seed0 | inclora |" in table and "olora-seed0" not in table.split("```")[-1]
+
 
 def test_official_mode_gets_square_targets_on_a_gqa_model(compare_methods, tmp_path):
     args = compare_methods.argparse.Namespace(
