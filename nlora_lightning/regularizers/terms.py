@@ -55,6 +55,7 @@ def nlora_l1(
     mode: Literal["delta_w", "official"] = "delta_w",
     blocked: bool = True,
     block_rows: Optional[int] = None,
+    reduction: Literal["sum", "mean"] = "sum",
 ) -> Tensor:
     """N-LoRA's sparsity penalty, summed over layers.
 
@@ -64,13 +65,22 @@ def nlora_l1(
         blocked: Compute the ``delta_w`` form in row blocks with exact gradients (default) instead of
             materialising each d_out x d_in product.
         block_rows: Rows per block (default: ~1M entries per block).
+        reduction: ``"sum"`` (paper, default) or ``"mean"``: each layer's L1 divided by its d_out x d_in,
+            so that one lambda means the same per entry at any model width (``delta_w`` only). The
+            layers' values are summed either way. The lambdas of the two reductions are not interchangeable.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"nlora_l1 reduction must be 'sum' or 'mean', got {reduction!r}")
     if mode == "delta_w":
         if blocked:
             values = [F.l1_of_product(l.B, l.A, block_rows) for l in layers]
         else:
             values = [F.l1_of_product_naive(l.B, l.A) for l in layers]
+        if reduction == "mean":
+            values = [value / (l.B.shape[0] * l.A.shape[1]) for value, l in zip(values, layers)]
     elif mode == "official":
+        if reduction != "sum":
+            raise ValueError("nlora_l1 reduction='mean' applies to mode='delta_w' only")
         values = [F.official_nlora_l1(l.A, l.B, l.name) for l in layers]
     else:
         raise ValueError(f"nlora_l1 mode must be 'delta_w' or 'official', got {mode!r}")
