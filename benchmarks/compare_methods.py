@@ -39,8 +39,10 @@ from nlora_lightning.run_dir import run_state  # noqa: E402
 # Models with grouped-query attention: v_proj is non-square (SmolLM2: 576 -> 192; tiny: 64 -> 32),
 # where the released r x r form is undefined, so nlora_official adapts q_proj only there.
 GQA_MODELS = ("smollm2", "tiny")
-# Methods whose nlora_l1 is the paper's delta_w form, the one --nlora-lambda sets.
+# Methods by the form of their nlora_l1: --nlora-lambda sets the delta_w form's default lambda,
+# --nlora-official-lambda the released r x r form's (model.regularizer_defaults.nlora_l1/<form>).
 DELTA_W_METHODS = ("nlora", "nlora_olora")
+OFFICIAL_METHODS = ("nlora_official",)
 
 
 def resolve_config(value: str, folder: str) -> Path:
@@ -110,8 +112,10 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         command += ["--model.lora.target_modules", "[q_proj]"]
     if args.lr is not None:
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
-    if args.nlora_lambda is not None and method in DELTA_W_METHODS:
-        command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
+    for form, methods, value in (("delta_w", DELTA_W_METHODS, args.nlora_lambda),
+                                 ("official", OFFICIAL_METHODS, args.nlora_official_lambda)):
+        if value is not None and method in methods:  # one form's entry; the configs' other forms stay
+            command += [f"--model.regularizer_defaults.nlora_l1/{form}", json.dumps({"weight": value})]
     command += args.fit_arg
     if state == "unfinished":  # resume; a run stopped before its first save starts again
         saved = any((run_dir / "checkpoints").glob("*.ckpt"))
@@ -154,7 +158,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=None, help="override the benchmark config's learning rate")
     parser.add_argument("--nlora-lambda", type=float, default=None,
-                        help="lambda of nlora_l1 for delta_w-mode methods (the benchmark config's value is tuned for T5-large)")
+                        help="lambda of nlora_l1 for the delta_w-form methods (nlora, nlora_olora); default: the "
+                             "benchmark config's nlora_l1/delta_w")
+    parser.add_argument("--nlora-official-lambda", type=float, default=None,
+                        help="lambda of the released r x r form (nlora_official), one value for every task; default: "
+                             "the benchmark config's nlora_l1/official (the paper's, tuned on T5-large)")
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG",
                         help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")

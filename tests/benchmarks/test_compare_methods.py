@@ -53,13 +53,26 @@ def test_runs_each_method_writes_the_table_and_keeps_finished_runs(compare_metho
 def test_official_mode_gets_square_targets_on_a_gqa_model(compare_methods, tmp_path):
     args = compare_methods.argparse.Namespace(
         model=str(REPO / "configs" / "tiny.yaml"), preset="none", data_dir=None, max_train_samples=16,
-        max_eval_samples=8, epochs=1, batch_size=8, max_length=256, lr=None, nlora_lambda=0.05, forward_transfer=False,
-        fit_arg=["--model.lora.dropout=0.2"])
+        max_eval_samples=8, epochs=1, batch_size=8, max_length=256, lr=None, nlora_lambda=0.05, nlora_official_lambda=None,
+        forward_transfer=False, fit_arg=["--model.lora.dropout=0.2"])
     command = compare_methods.fit_command(args, "nlora_official", 0, tmp_path / "run", "empty")
     assert command[command.index("--model.lora.target_modules") + 1] == "[q_proj]"
-    assert "--model.regularizer_defaults" not in command  # --nlora-lambda is for the delta_w form only
+    assert not any(a.startswith("--model.regularizer_defaults") for a in command)  # --nlora-lambda: delta_w form only
     assert "--ckpt_path" not in command and "--data.data_dir" not in command
     assert command[-1] == "--model.lora.dropout=0.2"  # --fit-arg goes to every run, after the script's own
+
+
+def test_each_lambda_option_sets_its_own_forms_default_only(compare_methods, tmp_path):
+    args = compare_methods.argparse.Namespace(
+        model="smollm2", preset="standard_order1", data_dir=None, max_train_samples=16, max_eval_samples=8, epochs=1,
+        batch_size=8, max_length=256, lr=None, nlora_lambda=3e-4, nlora_official_lambda=0.2, forward_transfer=False,
+        fit_arg=[])
+    defaults = {method: [(a, json.loads(command[i + 1])) for i, a in enumerate(command) if a.startswith("--model.regularizer_defaults")]
+                for method in ("nlora", "nlora_olora", "nlora_official", "olora")
+                for command in [compare_methods.fit_command(args, method, 0, tmp_path / method, "empty")]}
+    assert defaults["nlora"] == defaults["nlora_olora"] == [("--model.regularizer_defaults.nlora_l1/delta_w", {"weight": 3e-4})]
+    assert defaults["nlora_official"] == [("--model.regularizer_defaults.nlora_l1/official", {"weight": 0.2})]
+    assert defaults["olora"] == []
 
 
 def test_an_unknown_method_is_refused_before_any_run(compare_methods, tmp_path, capsys):
