@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nlora_lightning.io import write_text_atomic
+from nlora_lightning.regularizers.defaults import describe_lambda_form
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
 
@@ -47,7 +48,8 @@ def _hyperparameter_rows(info: dict[str, Any]) -> list[list[str]]:
         text = f"{reg.get('name')} (lambda={reg.get('weight')}"
         text += f", per task {reg['task_weights']}" if reg.get("task_weights") else ""
         text += f", {reg['options']}" if reg.get("options") else ""
-        described.append(text + ")")
+        form = describe_lambda_form(str(reg.get("name")), reg.get("options") or {})  # which form the lambda belongs to
+        described.append(text + ")" + (f"; {form}" if form else ""))
     rows.append(["regularizers", "; ".join(described) or "none"])
     if hp.get("optimizer"):
         rows.append(["optimizer", f"{hp['optimizer']} (lr={hp.get('lr')}, weight decay={hp.get('weight_decay')})"])
