@@ -17,8 +17,8 @@ class RegularizerConfig:
         name: A registered regularizer (``nlora_l1``, ``olora_orthogonality``, ``l2``, or one
             added with :func:`nlora_lightning.regularizers.register_regularizer`).
         weight: The lambda used for every task without an entry in ``task_weights``. ``None``
-            takes it from the module's ``regularizer_defaults`` (set by the benchmark configs,
-            since the paper tunes lambda per task order).
+            takes it from the module's ``regularizer_defaults`` entry of this regularizer's penalty
+            form (set by the benchmark configs; see :mod:`nlora_lightning.regularizers.defaults`).
         task_weights: Per-task lambdas keyed by task name (order 4 of the long benchmark uses two
             values, 0.4 and 1.2).
         options: Keyword arguments of the regularizer (e.g. ``{"mode": "official"}`` for N-LoRA).
