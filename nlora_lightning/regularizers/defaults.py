@@ -93,7 +93,7 @@ def _checked_defaults(defaults: Optional[Mapping[str, Any]]) -> dict[str, dict[s
             choices = ", ".join(f"{name}/{f}" for f in FORMS[name])
             raise ConfigurationError(
                 f"model.regularizer_defaults key {key!r} does not say which penalty form its lambda is for; the forms' "
-                f"lambdas differ by orders of magnitude (the paper's 0.4 is for nlora_l1/official). Use one of: {choices}"
+                f"lambdas are on different scales (the paper's 0.4 is for nlora_l1/official). Use one of: {choices}"
             )
         if form and form not in FORMS.get(name, ()):
             known = [f"{n}/{f}" for n, forms in FORMS.items() for f in forms]
