@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
 from nlora_lightning.evaluation import EvaluationConfig, count_correct
+from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
@@ -68,6 +69,8 @@ class ContinualLightningModule(pl.LightningModule):
         regularizers: Loss terms with their lambdas (see :class:`RegularizerConfig`).
         regularizer_defaults: Lambdas for regularizers listed without a weight, by name:
             ``{"nlora_l1": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs set these).
+        gradient_transforms: Rewrite the slot's gradients before each optimizer step, in order (see
+            :class:`GradientTransformConfig`; e.g. ``[{"name": "migu", "options": {"top_ratio": 0.3}}]``).
         evaluation: Generation or label ranking; per-task oracle evaluation.
         answer_only_logits: Decoder-only: run the LM head only where the loss needs it.
         gradient_checkpointing: Trade compute for activation memory.
@@ -101,6 +104,7 @@ class ContinualLightningModule(pl.LightningModule):
         consolidation: Literal["lowrank", "merge", "none"] = "lowrank",
         regularizers: Sequence[RegularizerConfig] = (),
         regularizer_defaults: Optional[dict[str, dict[str, Any]]] = None,
+        gradient_transforms: Sequence[GradientTransformConfig] = (),
         evaluation: Optional[EvaluationConfig] = None,
         answer_only_logits: bool = True,
         gradient_checkpointing: bool = False,
@@ -127,6 +131,8 @@ class ContinualLightningModule(pl.LightningModule):
                     f"regularizer {reg.name!r} has no weight: set it, or use a benchmark config whose "
                     f"model.regularizer_defaults gives one (e.g. configs/benchmarks/standard_order1.yaml)"
                 )
+        self.gradient_transform_configs = [_as(GradientTransformConfig, g) for g in gradient_transforms or ()]
+        self.gradient_transforms = build_gradient_transforms(self.gradient_transform_configs, adapters)
         if adapters == "none" and self.regularizers:
             raise ConfigurationError(f"regularizers {[r.name for r in self.regularizers]} act on LoRA adapters; adapters='none' has none")
         if self.quantization is not None and (adapters == "none" or consolidation == "merge"):
@@ -146,6 +152,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         for key in ("lora", "quantization", "evaluation", "regularizers"):
             self.hparams[key] = _plain(self.hparams[key])
+        self.hparams["gradient_transforms"] = _plain(self.gradient_transform_configs)
         # Only the trainable adapter goes into state_dict(); the frozen base is reloaded from its source.
         self.strict_loading = False
 
@@ -213,6 +220,8 @@ class ContinualLightningModule(pl.LightningModule):
             factors = self.adapters.layer_factors()
             for reg in self.regularizers:
                 validate_regularizer(reg.name, factors, reg.options)
+            for transform in self.gradient_transforms:
+                transform.attach(self)
         self.start_task(0)
 
     # ----- the task-boundary protocol (see callbacks/protocol.py) -----------------------------
@@ -233,6 +242,8 @@ class ContinualLightningModule(pl.LightningModule):
     def finish_task(self, stage: int) -> None:
         if self.adapters is None or (not self._slot_live and stage in self.adapters.snapshots):
             return  # nothing trained, or already finished
+        for transform in self.gradient_transforms:
+            transform.on_task_end(self, stage)  # before the optimizer holding this task's state is replaced
         self.adapters.snapshot_slot(stage)
         if self.adapter_mode == "per_task":
             self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
@@ -314,6 +325,13 @@ class ContinualLightningModule(pl.LightningModule):
         # Dropout masks drawn from (seed, step, rank), not from RNG history: a resumed run draws the same ones.
         step_seed = (self.seed * 1_000_003 + self.global_step * 7_919 + self.global_rank) % (2**63 - 1)
         torch.manual_seed(step_seed)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Once per optimizer step, on the accumulated, DDP-synced and AMP-unscaled gradients, before
+        # Lightning clips them: the clipped norm is the norm of the update actually applied.
+        for transform in self.gradient_transforms:
+            for key, value in transform.apply(self).items():
+                self.log(f"train/grad/{transform.name}/{key}", float(value), on_step=True, on_epoch=False)
 
     # ----- steps ----------------------------------------------------------------------------------
     def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -403,6 +421,7 @@ class ContinualLightningModule(pl.LightningModule):
             "lora": asdict(self.lora_config),
             "consolidation": self.consolidation,
             "regularizers": [asdict(r) for r in self.regularizers],
+            **({"gradient_transforms": [asdict(g) for g in self.gradient_transform_configs]} if self.gradient_transforms else {}),
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -412,6 +431,7 @@ class ContinualLightningModule(pl.LightningModule):
             "current_task": self.current_task,
             "slot_live": self._slot_live,
             "adapters": self.adapters.state_dict() if self.adapters is not None else None,
+            "gradient_transforms": [t.state_dict() for t in self.gradient_transforms],
         }
 
     def check_checkpoint(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -436,6 +456,8 @@ class ContinualLightningModule(pl.LightningModule):
             self.adapters.load_state_dict(state["adapters"])
             self.adapters.set_slot_enabled(state["slot_live"])
             self.adapters.set_slot_trainable(state["slot_live"])
+        for transform, saved in zip(self.gradient_transforms, state.get("gradient_transforms", [])):
+            transform.load_state_dict(saved)
         self.current_task = int(state["current_task"])
         self._slot_live = bool(state["slot_live"])
         self.check_trainable_set()
