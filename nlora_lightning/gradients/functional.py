@@ -2,7 +2,8 @@
 
 Shapes follow the LoRA convention: ``A`` is r x d_in, ``B`` is d_out x r. A linear layer's *units*
 are its output features, i.e. the rows of its weight; a row mask keeps or zeroes a unit's whole
-gradient row.
+gradient row. A subspace *basis* is a matrix with orthonormal columns in that row space
+(d_rows x k); projecting a gradient out of it removes the component ``U U^T G``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["l1_normalized", "top_magnitude_mask", "mask_rows"]
+__all__ = ["l1_normalized", "top_magnitude_mask", "mask_rows", "energy_basis", "expand_basis", "project_out"]
 
 
 def l1_normalized(magnitudes: Tensor) -> Tensor:
@@ -58,3 +59,70 @@ def mask_rows(grad: Tensor, mask: Tensor) -> Tensor:
     if mask.shape != grad.shape[:1]:
         raise ValueError(f"a mask of shape {tuple(mask.shape)} does not fit the rows of a {tuple(grad.shape)} gradient")
     return grad * mask.to(grad.dtype).unsqueeze(-1)
+
+
+def energy_basis(moment: Tensor, threshold: float) -> Tensor:
+    """Orthonormal basis of ``moment``'s column space keeping the leading directions below ``threshold`` energy.
+
+    GPM's first-task rule, as in GORP's released-code lineage: with ``U S V^T = svd(M)`` and energy
+    fractions ``s_i^2 / sum s^2``, keep the ``k`` directions whose cumulative fraction is still
+    ``< threshold`` (strictly: a single direction holding more than ``threshold`` gives ``k = 0``).
+
+    Returns:
+        ``U[:, :k]`` (d_rows x k), float32.
+    """
+    _check_threshold(threshold)
+    U, S, _ = torch.linalg.svd(moment.detach().float(), full_matrices=False)
+    energy = S.square()
+    total = energy.sum()
+    if total <= 0:
+        return U[:, :0]
+    k = int((torch.cumsum(energy / total, dim=0) < threshold).sum())
+    return U[:, :k]
+
+
+def expand_basis(moment: Tensor, basis: Tensor, threshold: float) -> Tensor:
+    """Grow ``basis`` by the directions of ``moment`` it misses, until ``threshold`` of its energy is covered.
+
+    GPM's rule for later tasks: the energy already captured is ``1 - ||M - U U^T M||^2 / ||M||^2``;
+    directions of the residual are added, largest first, while the captured fraction is below
+    ``threshold`` (each addition may overshoot it). The result is cut at ``d_rows`` columns.
+
+    Returns:
+        ``[basis, new directions]`` (d_rows x k'), float32.
+    """
+    _check_threshold(threshold)
+    moment = moment.detach().float()
+    basis = basis.to(moment)
+    if basis.shape[0] != moment.shape[0]:
+        raise ValueError(f"a basis with {basis.shape[0]} rows does not fit a {tuple(moment.shape)} moment")
+    total = moment.square().sum()
+    if total <= 0:
+        return basis
+    residual = moment - basis @ (basis.T @ moment)
+    U, S, _ = torch.linalg.svd(residual, full_matrices=False)
+    ratios = S.square() / total
+    captured = float(1.0 - residual.square().sum() / total)
+    k = 0
+    for ratio in ratios.tolist():
+        if captured >= threshold:
+            break
+        captured += ratio
+        k += 1
+    return torch.cat([basis, U[:, :k]], dim=1)[:, : moment.shape[0]]
+
+
+def project_out(grad: Tensor, basis: Tensor) -> Tensor:
+    """``G - U (U^T G)``: the gradient with its component in the stored subspace removed (no d x d matrix formed)."""
+    if basis.shape[0] != grad.shape[0]:
+        raise ValueError(f"a basis with {basis.shape[0]} rows does not fit a {tuple(grad.shape)} gradient")
+    if basis.shape[1] == 0:
+        return grad
+    basis = basis.to(device=grad.device, dtype=torch.float32)
+    removed = basis @ (basis.T @ grad.float())
+    return (grad.float() - removed).to(grad.dtype)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"the energy threshold must be in (0, 1], got {threshold!r}")

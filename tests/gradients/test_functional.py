@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from nlora_lightning.gradients.functional import l1_normalized, mask_rows, top_magnitude_mask
+from nlora_lightning.gradients.functional import (
+    energy_basis,
+    expand_basis,
+    l1_normalized,
+    mask_rows,
+    project_out,
+    top_magnitude_mask,
+)
 
 
 def naive_quantile(values: list[float], q: float) -> float:
@@ -68,3 +75,90 @@ def test_bad_shapes_are_refused():
         top_magnitude_mask(torch.ones(2, 2), 0.5)
     with pytest.raises(ValueError, match="does not fit"):
         mask_rows(torch.ones(4, 2), torch.ones(3, dtype=torch.bool))
+
+
+# ----- GORP: subspaces from a first moment, projection -------------------------------------------------
+
+
+def naive_leading_eigvectors(matrix: torch.Tensor, captured: float, total: float, threshold: float, strict_first: bool):
+    """Eigenvectors of M M^T (not an SVD), counted with a plain loop over eigenvalues."""
+    values, vectors = torch.linalg.eigh(matrix @ matrix.T)
+    order = torch.argsort(values, descending=True)
+    values, vectors = values[order].clamp_min(0), vectors[:, order]
+    k = 0
+    if strict_first:  # first task: count directions whose cumulative share stays below the threshold
+        running = 0.0
+        for value in values.tolist():
+            running += value / total
+            if running < threshold:
+                k += 1
+    else:
+        for value in values.tolist():
+            if captured >= threshold:
+                break
+            captured += value / total
+            k += 1
+    return vectors[:, :k]
+
+
+def projector(basis):
+    return basis @ basis.T
+
+
+@pytest.mark.parametrize("shape", [(4, 64), (16, 8), (32, 32)])
+@pytest.mark.parametrize("threshold", [0.5, 0.9, 0.99])
+def test_energy_basis_matches_an_eigendecomposition(shape, threshold):
+    moment = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[0]), dtype=torch.float64)
+    moment[:, :2] *= 10  # a few dominant directions, as first moments have
+    basis = energy_basis(moment, threshold)
+    expected = naive_leading_eigvectors(moment, 0.0, float(moment.square().sum()), threshold, strict_first=True)
+    assert basis.shape == expected.shape
+    torch.testing.assert_close(projector(basis.double()), projector(expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(basis.shape[1]), atol=1e-5, rtol=0)
+
+
+def test_one_dominant_direction_gives_an_empty_first_basis():
+    moment = torch.outer(torch.randn(6), torch.randn(5)) + 1e-4 * torch.randn(6, 5)
+    assert energy_basis(moment, 0.9).shape == (6, 0)  # GPM's strict "< threshold" count
+
+
+@pytest.mark.parametrize("threshold", [0.6, 0.9])
+def test_expand_basis_matches_a_dense_residual_eigendecomposition(threshold):
+    generator = torch.Generator().manual_seed(7)
+    old = torch.linalg.qr(torch.randn(20, 3, generator=generator, dtype=torch.float64))[0]
+    moment = torch.randn(20, 12, generator=generator, dtype=torch.float64)
+    moment[:, :3] *= 5
+    grown = expand_basis(moment, old, threshold)
+    residual = (torch.eye(20, dtype=torch.float64) - old @ old.T) @ moment
+    total = float(moment.square().sum())
+    captured = 1.0 - float(residual.square().sum()) / total
+    new = naive_leading_eigvectors(residual, captured, total, threshold, strict_first=False)
+    assert grown.shape == (20, 3 + new.shape[1])
+    torch.testing.assert_close(grown[:, :3].double(), old.double(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(projector(grown.double()), projector(torch.cat([old, new], 1)), atol=1e-4, rtol=0)
+    # the grown basis covers at least the threshold of the moment's energy
+    covered = float((projector(grown.double()) @ moment).square().sum()) / total
+    assert covered >= threshold - 1e-6
+
+
+def test_expand_basis_stops_at_the_row_dimension():
+    full = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))[0][:, :3]
+    assert expand_basis(torch.randn(4, 9), full, 1.0).shape[1] <= 4
+
+
+def test_project_out_matches_the_dense_projector_and_is_orthogonal():
+    generator = torch.Generator().manual_seed(1)
+    basis = torch.linalg.qr(torch.randn(10, 4, generator=generator))[0]
+    grad = torch.randn(10, 6, generator=generator)
+    projected = project_out(grad, basis)
+    torch.testing.assert_close(projected, (torch.eye(10) - basis @ basis.T) @ grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(basis.T @ projected, torch.zeros(4, 6), atol=1e-5, rtol=0)
+    assert project_out(grad, basis[:, :0]) is grad
+    with pytest.raises(ValueError, match="does not fit"):
+        project_out(grad, torch.zeros(9, 2))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.1])
+def test_bad_threshold_is_refused(threshold):
+    with pytest.raises(ValueError, match="threshold"):
+        energy_basis(torch.ones(3, 3), threshold)
