@@ -80,15 +80,16 @@ class GORP(GradientTransform):
         optimizer = _optimizer(module)
         if optimizer is None:
             return
-        first = not self.bases  # GPM's first-task rule until any subspace exists
+        first = not self.bases  # GPM's first-task rule until any subspace exists, then growth
         for key, param in self._params(module):
             moment = optimizer.state.get(param, {}).get("exp_avg")
-            if moment is None:
+            if moment is None:  # no step taken for this parameter in this task
                 continue
-            if first or key not in self.bases:
-                basis = energy_basis(moment, self.threshold) if first else expand_basis(moment, moment.new_zeros(moment.shape[0], 0), self.threshold)
+            if first:
+                basis = energy_basis(moment, self.threshold)
             else:
-                basis = expand_basis(moment, self.bases[key].to(moment.device), self.threshold)
+                previous = self.bases.get(key, moment.new_zeros(moment.shape[0], 0))
+                basis = expand_basis(moment, previous.to(moment.device), self.threshold)
             self.bases[key] = basis.detach().cpu()
         self._on_device.clear()
 

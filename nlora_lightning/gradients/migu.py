@@ -44,12 +44,18 @@ class MIGU(GradientTransform):
     def __init__(self, top_ratio: float = 0.3, skip_first_task: bool = True) -> None:
         if isinstance(top_ratio, bool) or not isinstance(top_ratio, (int, float)) or not 0.0 < top_ratio <= 1.0:
             raise ValueError(f"top_ratio must be a number in (0, 1], got {top_ratio!r}")
+        if not isinstance(skip_first_task, bool):
+            raise ValueError(f"skip_first_task must be true or false, got {skip_first_task!r}")
         self.top_ratio = float(top_ratio)
-        self.skip_first_task = bool(skip_first_task)
+        self.skip_first_task = skip_first_task
 
     def attach(self, module: "ContinualLightningModule") -> None:
         for layer in module.adapters.layers.values():
             layer.record_slot_magnitudes = True
+
+    def on_task_end(self, module: "ContinualLightningModule", stage: int) -> None:
+        for layer in module.adapters.layers.values():
+            layer.pop_slot_magnitudes()  # passes made at a task's end (e.g. a Fisher estimate) must not count for the next task
 
     def apply(self, module: "ContinualLightningModule") -> dict[str, Any]:
         layers = list(module.adapters.layers.values())

@@ -90,6 +90,16 @@ def test_first_task_is_left_unmasked_by_default():
     assert layer.pop_slot_magnitudes() is None  # still consumed, so task 0's statistics never leak into task 1
 
 
+def test_first_task_is_masked_when_asked_and_task_end_passes_are_discarded():
+    layer = make_layer()
+    layer(torch.randn(3, 6)).sum().backward()
+    logged = MIGU(top_ratio=0.25, skip_first_task=False).apply(fake_module({"a": layer}, task=0))
+    assert logged == {"kept_fraction": (1 + 3) / (4 + 9)}  # rows at or above the 75th percentile: 1 of 4 in A, 3 of 9 in B
+    layer(torch.randn(3, 6))  # e.g. a Fisher estimate at the task's end
+    MIGU().on_task_end(fake_module({"a": layer}, task=0), 0)
+    assert layer.pop_slot_magnitudes() is None
+
+
 @pytest.mark.parametrize(
     "configs, adapters, message",
     [
