@@ -5,8 +5,9 @@ gradient. In the LoRA setting the released code hooks the adapter's two linear m
 ``A x`` (r units) ranks the rows of ``A``, and ``B``'s output ``B A x`` (d_out units) ranks the
 rows of ``B``. A unit's magnitude is ``sum over tokens |output|`` (L1-normalising it, as the paper
 describes the statistic, does not change the ranking), summed over the micro-batches of one
-optimizer step and averaged over data-parallel ranks. Rows below the ``1 - top_ratio`` quantile get
-zero gradient; the first task is trained unmasked (``is_first_task`` in the released scripts).
+optimizer step and over data-parallel ranks (the released code averages them: same ranking).
+Rows below the ``1 - top_ratio`` quantile get zero gradient; the first task is trained unmasked
+(``is_first_task`` in the released scripts).
 """
 
 from __future__ import annotations
