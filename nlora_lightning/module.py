@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
 from nlora_lightning.evaluation import EvaluationConfig, count_correct
+from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
@@ -71,6 +72,8 @@ class ContinualLightningModule(pl.LightningModule):
             (``nlora_l1/official``, ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``) or name for the others:
             ``{"nlora_l1/official": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs
             set these; see :mod:`nlora_lightning.regularizers.defaults`).
+        gradient_transforms: Rewrite the slot's gradients before each optimizer step, in order (see
+            :class:`GradientTransformConfig`; e.g. ``[{"name": "migu", "options": {"top_ratio": 0.3}}]``).
         evaluation: Generation or label ranking; per-task oracle evaluation.
         answer_only_logits: Decoder-only: run the LM head only where the loss needs it.
         gradient_checkpointing: Trade compute for activation memory.
@@ -104,6 +107,7 @@ class ContinualLightningModule(pl.LightningModule):
         consolidation: Literal["lowrank", "merge", "none"] = "lowrank",
         regularizers: Sequence[RegularizerConfig] = (),
         regularizer_defaults: Optional[dict[str, dict[str, Any]]] = None,
+        gradient_transforms: Sequence[GradientTransformConfig] = (),
         evaluation: Optional[EvaluationConfig] = None,
         answer_only_logits: bool = True,
         gradient_checkpointing: bool = False,
@@ -124,6 +128,8 @@ class ContinualLightningModule(pl.LightningModule):
         for reg in listed:
             get_regularizer(reg.name)  # unknown names fail here, before any loading
         self.regularizers = resolve_regularizer_weights(listed, regularizer_defaults)
+        self.gradient_transform_configs = [_as(GradientTransformConfig, g) for g in gradient_transforms or ()]
+        self.gradient_transforms = build_gradient_transforms(self.gradient_transform_configs, adapters)
         if adapters == "none" and self.regularizers:
             raise ConfigurationError(f"regularizers {[r.name for r in self.regularizers]} act on LoRA adapters; adapters='none' has none")
         if self.quantization is not None and (adapters == "none" or consolidation == "merge"):
@@ -143,6 +149,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         for key in ("lora", "quantization", "evaluation", "regularizers"):
             self.hparams[key] = _plain(self.hparams[key])
+        self.hparams["gradient_transforms"] = _plain(self.gradient_transform_configs)
         # Only the trainable adapter goes into state_dict(); the frozen base is reloaded from its source.
         self.strict_loading = False
 
@@ -210,6 +217,8 @@ class ContinualLightningModule(pl.LightningModule):
             factors = self.adapters.layer_factors()
             for reg in self.regularizers:
                 validate_regularizer(reg.name, factors, reg.options)
+            for transform in self.gradient_transforms:
+                transform.attach(self)
         self.start_task(0)
 
     # ----- the task-boundary protocol (see callbacks/protocol.py) -----------------------------
@@ -230,6 +239,8 @@ class ContinualLightningModule(pl.LightningModule):
     def finish_task(self, stage: int) -> None:
         if self.adapters is None or (not self._slot_live and stage in self.adapters.snapshots):
             return  # nothing trained, or already finished
+        for transform in self.gradient_transforms:
+            transform.on_task_end(self, stage)  # before the optimizer holding this task's state is replaced
         self.adapters.snapshot_slot(stage)
         if self.adapter_mode == "per_task":
             self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
@@ -311,6 +322,13 @@ class ContinualLightningModule(pl.LightningModule):
         # Dropout masks drawn from (seed, step, rank), not from RNG history: a resumed run draws the same ones.
         step_seed = (self.seed * 1_000_003 + self.global_step * 7_919 + self.global_rank) % (2**63 - 1)
         torch.manual_seed(step_seed)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Once per optimizer step, on the accumulated, DDP-synced and AMP-unscaled gradients, before
+        # Lightning clips them: the clipped norm is the norm of the update actually applied.
+        for transform in self.gradient_transforms:
+            for key, value in transform.apply(self).items():
+                self.log(f"train/grad/{transform.name}/{key}", float(value), on_step=True, on_epoch=False)
 
     # ----- steps ----------------------------------------------------------------------------------
     def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -400,6 +418,7 @@ class ContinualLightningModule(pl.LightningModule):
             "lora": asdict(self.lora_config),
             "consolidation": self.consolidation,
             "regularizers": [asdict(r) for r in self.regularizers],
+            **({"gradient_transforms": [asdict(g) for g in self.gradient_transform_configs]} if self.gradient_transforms else {}),
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -409,6 +428,7 @@ class ContinualLightningModule(pl.LightningModule):
             "current_task": self.current_task,
             "slot_live": self._slot_live,
             "adapters": self.adapters.state_dict() if self.adapters is not None else None,
+            "gradient_transforms": [t.state_dict() for t in self.gradient_transforms],
         }
 
     def check_checkpoint(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -433,6 +453,8 @@ class ContinualLightningModule(pl.LightningModule):
             self.adapters.load_state_dict(state["adapters"])
             self.adapters.set_slot_enabled(state["slot_live"])
             self.adapters.set_slot_trainable(state["slot_live"])
+        for transform, saved in zip(self.gradient_transforms, state.get("gradient_transforms", [])):
+            transform.load_state_dict(saved)
         self.current_task = int(state["current_task"])
         self._slot_live = bool(state["slot_live"])
         self.check_trainable_set()

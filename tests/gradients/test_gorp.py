@@ -1,0 +1,138 @@
+"""GORP (LoRA part): subspaces built at task ends from Adam's first moment, projection, checkpoint state, a tiny run."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from nlora_lightning.cli import NLoRACLI
+from nlora_lightning.errors import ConfigurationError
+from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
+from nlora_lightning.gradients.functional import energy_basis, expand_basis
+from nlora_lightning.gradients.gorp import GORP
+from nlora_lightning.lora import ContinualLoRALinear
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fake_module(seed=0):
+    torch.manual_seed(seed)
+    layers = {"q": ContinualLoRALinear(nn.Linear(12, 10), 6, 12.0), "v": ContinualLoRALinear(nn.Linear(12, 8), 6, 12.0)}
+    state = {}
+    for layer in layers.values():
+        for param in (layer.lora_A, layer.lora_B):
+            moment = torch.randn(param.shape)
+            moment[:2] *= 8  # a few dominant directions
+            state[param] = {"exp_avg": moment}
+    optimizer = SimpleNamespace(state=state)
+    return SimpleNamespace(adapters=SimpleNamespace(layers=layers), _trainer=SimpleNamespace(optimizers=[optimizer]), current_task=0)
+
+
+def test_task_end_builds_then_grows_the_first_moment_subspace():
+    module = fake_module()
+    gorp = GORP(threshold=0.9, factors=["A", "B"])
+    gorp.on_task_end(module, 0)
+    state = module._trainer.optimizers[0].state
+    for name, layer in module.adapters.layers.items():
+        torch.testing.assert_close(gorp.bases[f"{name}.A"], energy_basis(state[layer.lora_A]["exp_avg"], 0.9))
+        torch.testing.assert_close(gorp.bases[f"{name}.B"], energy_basis(state[layer.lora_B]["exp_avg"], 0.9))
+    first = dict(gorp.bases)
+    following = fake_module(seed=1)
+    following.adapters = module.adapters
+    next_state = following._trainer.optimizers[0].state = {
+        p: {"exp_avg": torch.randn(p.shape)} for l in module.adapters.layers.values() for p in (l.lora_A, l.lora_B)
+    }
+    gorp.on_task_end(following, 1)
+    layer = module.adapters.layers["q"]
+    torch.testing.assert_close(gorp.bases["q.A"], expand_basis(next_state[layer.lora_A]["exp_avg"], first["q.A"], 0.9))
+    assert gorp.bases["q.A"].shape[1] >= first["q.A"].shape[1]
+
+
+def test_apply_removes_the_stored_subspace_from_the_gradients():
+    module = fake_module()
+    gorp = GORP(threshold=0.95)
+    assert gorp.apply(module) == {}  # nothing stored yet: first task untouched
+    gorp.on_task_end(module, 0)
+    for layer in module.adapters.layers.values():
+        layer.lora_A.grad = torch.randn(layer.lora_A.shape)
+        layer.lora_B.grad = torch.randn(layer.lora_B.shape)
+    untouched = {n: l.lora_B.grad.clone() for n, l in module.adapters.layers.items()}
+    logged = gorp.apply(module)
+    for name, layer in module.adapters.layers.items():
+        basis = gorp.bases[f"{name}.A"]
+        assert basis.shape[1] > 0
+        torch.testing.assert_close(basis.T @ layer.lora_A.grad, torch.zeros(basis.shape[1], 12), atol=1e-5, rtol=0)
+        assert torch.equal(layer.lora_B.grad, untouched[name])  # factors=["A"]: B is left alone
+    dims = [gorp.bases[f"{n}.A"].shape[1] / 6 for n in module.adapters.layers]
+    assert logged == {"subspace_fraction": pytest.approx(sum(dims) / len(dims))}
+
+
+def test_state_round_trips():
+    module = fake_module()
+    gorp = GORP()
+    gorp.on_task_end(module, 0)
+    restored = GORP()
+    restored.load_state_dict(gorp.state_dict())
+    assert restored.bases.keys() == gorp.bases.keys()
+    assert all(torch.equal(restored.bases[k], gorp.bases[k]) for k in gorp.bases)
+
+
+@pytest.mark.parametrize("options, message", [({"threshold": 0.0}, "threshold"), ({"factors": ["C"]}, "factors"), ({"factors": []}, "factors")])
+def test_bad_options_fail_with_one_clear_error(options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        build_gradient_transforms([GradientTransformConfig("gorp", options)], "per_task")
+
+
+class OrthogonalInTaskOne(pl.Callback):
+    """After every step of task 1: each projected gradient and Adam's first moment lie outside the stored subspace."""
+
+    def __init__(self):
+        self.checked = 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        gorp = module.gradient_transforms[0]
+        if module.current_task != 1:
+            return
+        optimizer = trainer.optimizers[0]
+        for name, layer in module.adapters.layers.items():
+            basis = gorp.bases[f"{name}.A"]
+            if basis.shape[1] == 0:
+                continue
+            for tensor in (layer.lora_A.grad, optimizer.state[layer.lora_A]["exp_avg"]):
+                leak = (basis.T @ tensor.detach().cpu()).norm() / tensor.norm().clamp_min(1e-12)
+                assert leak < 1e-4, (name, float(leak))
+            self.checked += 1
+
+
+@pytest.mark.slow
+def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp_path, accelerator):
+    probe = OrthogonalInTaskOne()
+    args = [
+        "--config", str(REPO / "configs/tiny.yaml"), "--config", str(REPO / "configs/methods/gorp.yaml"),
+        "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(tmp_path / "gorp"),
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "gorp",
+        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+    ]
+    cli = NLoRACLI(args=args, run=False)
+    cli.trainer.callbacks.append(probe)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    module, gorp = cli.model, cli.model.gradient_transforms[0]
+    assert module.method_name == "gorp" and sorted(module.adapters.snapshots) == [0, 1]
+    assert probe.checked > 0, "no layer had a non-empty subspace during task 1"
+    assert set(gorp.bases) == {f"{n}.A" for n in module.adapters.layers}
+    assert all(b.shape[0] == module.lora_config.r for b in gorp.bases.values())
+    # the subspaces travel in a real checkpoint file that loads with weights_only=True
+    path = tmp_path / "after.ckpt"
+    cli.trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    saved = checkpoint["nlora"]["gradient_transforms"][0]["bases"]
+    assert all(torch.equal(saved[k], gorp.bases[k]) for k in gorp.bases)
+    resumed = type(module)(**{k: v for k, v in module.hparams.items() if not k.startswith("_")})
+    resumed.on_load_checkpoint(checkpoint)
+    assert all(torch.equal(resumed.gradient_transforms[0].bases[k], gorp.bases[k]) for k in gorp.bases)
+    assert (tmp_path / "gorp" / "cl_metrics.json").exists()
+    header = (tmp_path / "gorp" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/grad/gorp/subspace_fraction" in header
