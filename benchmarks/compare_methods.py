@@ -110,6 +110,8 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         command += ["--model.lora.target_modules", "[q_proj]"]
     if args.lr is not None:
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
+    if args.eval_schedule is not None:
+        command += ["--data.eval_schedule", args.eval_schedule]
     if args.nlora_lambda is not None and method in DELTA_W_METHODS:
         command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
     command += args.fit_arg
@@ -158,6 +160,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG",
                         help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
+    parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None,
+                        help="data.eval_schedule of every run (default: the configs'); diagonal_final: 2T task evaluations")
     parser.add_argument("--table-only", action="store_true", help="write the table of the finished runs; start none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
