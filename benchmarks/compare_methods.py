@@ -110,7 +110,7 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         command += ["--model.lora.target_modules", "[q_proj]"]
     if args.lr is not None:
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
-    if args.eval_schedule is not None:
+    if getattr(args, "eval_schedule", None) is not None:  # callers building a Namespace by hand may leave it out
         command += ["--data.eval_schedule", args.eval_schedule]
     if args.nlora_lambda is not None and method in DELTA_W_METHODS:
         command += ["--model.regularizer_defaults", json.dumps({"nlora_l1": {"weight": args.nlora_lambda}})]
