@@ -222,16 +222,16 @@ class ForgettingMetrics(Callback):
         if self.bootstrap_resamples == 0:
             return {}
         last = self._rows - 1
-        final = [aligned_correctness([predictions_path(directory, last, j)]) for j in range(num_tasks)]
-        own = [aligned_correctness([predictions_path(directory, j, j)]) for j in range(num_tasks - 1)] if self._rows == num_tasks else []
-        pairs = [aligned_correctness([predictions_path(directory, last, j), predictions_path(directory, j, j)])
-                 for j in range(len(own))]
-        if any(c is None for c in final + own) or any(p is None for p in pairs):
+        # Rows ordered by sample id: after the last stage and, for BWT, right after the task's own training.
+        files = [[predictions_path(directory, last, j)] + ([predictions_path(directory, j, j)] if j < last and self._rows == num_tasks else [])
+                 for j in range(num_tasks)]
+        correctness = [aligned_correctness(paths) for paths in files]
+        if any(c is None for c in correctness):
             log.warning("no AA/BWT intervals: a predictions file under %s is missing or the sample ids differ between stages",
                         directory / "predictions")
             return {}
-        intervals = bootstrap_cl_intervals([c[0] for c in final], [p[1] for p in pairs] or None,
-                                           self.bootstrap_resamples, self.bootstrap_seed)
+        own = [c[1] for c in correctness if c.shape[0] == 2]
+        intervals = bootstrap_cl_intervals([c[0] for c in correctness], own or None, self.bootstrap_resamples, self.bootstrap_seed)
         return {"AA_ci95": intervals["AA"], "BWT_ci95": intervals["BWT"],
                 "bootstrap": {"resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed, "confidence": 0.95,
                               "method": "percentile; test samples resampled per task, same indices at every stage"}}

@@ -3,11 +3,13 @@
 import json
 
 import pytest
+import torch
 
 from nlora_lightning import RegularizerConfig
 from nlora_lightning.callbacks import ForgettingMetrics
 from nlora_lightning.data.benchmark import load_task
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
+from nlora_lightning.metrics.bootstrap import bootstrap_cl_intervals
 from nlora_lightning.reporting.predictions import predictions_path, read_predictions
 
 TASKS = ["reviews", "topics", "intents"]  # three tasks: with two, both schedules evaluate the same entries
@@ -56,3 +58,7 @@ def test_diagonal_final_evaluates_2t_entries_equal_to_the_full_schedule(tiny, ti
 
     lo, hi = diag["AA_ci95"]
     assert lo <= diag["AA"] <= hi and diag["bootstrap"]["resamples"] == 200
+    # the intervals are the bootstrap of the predictions files: last row for AA, paired with the diagonal for BWT
+    column = lambda i, j: torch.tensor([r["correct"] for r in read_predictions(predictions_path(diag_run, i, j))], dtype=torch.float64)  # noqa: E731
+    expected = bootstrap_cl_intervals([column(2, j) for j in range(3)], [column(j, j) for j in range(2)], 200, 0)
+    assert (tuple(diag["AA_ci95"]), tuple(diag["BWT_ci95"])) == (expected["AA"], expected["BWT"])
