@@ -161,7 +161,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
     parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None,
-                        help="data.eval_schedule of every run (default: the configs'); diagonal_final: 2T task evaluations")
+                        help="data.eval_schedule of every run (default: the configs'); diagonal_final: 2T - 1 task evaluations")
     parser.add_argument("--table-only", action="store_true", help="write the table of the finished runs; start none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)

@@ -93,7 +93,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         eval_schedule: Which tasks each stage end evaluates. ``"full"``: every task seen so far,
             which fills the lower triangle of R (about T^2/2 task evaluations; forgetting needs it).
             ``"diagonal_final"``: each task right after its own training, and every task after the
-            last stage (2T task evaluations): AA, BWT and FWT stay defined, forgetting does not.
+            last stage (2T - 1 task evaluations): AA, BWT and FWT stay defined, forgetting does not.
             Forward transfer adds the next task at each stage end under either schedule.
         seed: Seeds subsampling, shuffling and replay draws.
         num_workers: DataLoader workers.
