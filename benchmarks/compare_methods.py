@@ -112,6 +112,8 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
         command += ["--model.lora.target_modules", "[q_proj]"]
     if args.lr is not None:
         command += ["--model.optimizer.init_args.lr", str(args.lr)]
+    if getattr(args, "eval_schedule", None) is not None:  # callers building a Namespace by hand may leave it out
+        command += ["--data.eval_schedule", args.eval_schedule]
     for form, methods, value in (("delta_w", DELTA_W_METHODS, args.nlora_lambda),
                                  ("official", OFFICIAL_METHODS, args.nlora_official_lambda)):
         if value is not None and method in methods:  # one form's entry; the configs' other forms stay
@@ -166,6 +168,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG",
                         help="one more argument for every nlora fit, given as --fit-arg=--model.lora.target_modules=[q_proj]")
     parser.add_argument("--forward-transfer", action="store_true", help="also evaluate zero-shot and next tasks (slower)")
+    parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None,
+                        help="data.eval_schedule of every run (default: the configs'); diagonal_final: 2T - 1 task evaluations")
     parser.add_argument("--table-only", action="store_true", help="write the table of the finished runs; start none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)

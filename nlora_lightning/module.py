@@ -2,8 +2,8 @@
 
 One training step: ``loss = task_loss + sum_k lambda_k(task) * regularizer_k(adapters)``, each term
 logged on its own. Task boundaries are driven by the ``FreezePreviousAdapters`` callback (added
-automatically when missing); evaluation returns exact-match counts that ``ForgettingMetrics`` turns
-into the accuracy matrix.
+automatically when missing); evaluation returns per-sample predictions and their counts, which
+``ForgettingMetrics`` turns into the accuracy matrix and the predictions files.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
-from nlora_lightning.evaluation import EvaluationConfig, count_correct
+from nlora_lightning.evaluation import EvaluationConfig, predict
 from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.models import forward as fwd
@@ -385,14 +385,15 @@ class ContinualLightningModule(pl.LightningModule):
             self.adapters.activate_all(slot_live=self._slot_live)
             self._oracle_active = None
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``{"task", "correct", "total", "predictions"}``; ``predictions`` is a list of :class:`SamplePrediction`."""
         task = int(batch["task"])
         if self.evaluation.oracle_task_adapter:
             self._use_oracle_adapter(task)
-        correct = count_correct(self.model, self.tokenizer, batch, self.evaluation.mode, self.is_seq2seq, self.device)
-        return {"task": task, "correct": correct, "total": len(batch["label_text"])}
+        predictions = predict(self.model, self.tokenizer, batch, self.evaluation.mode, self.is_seq2seq, self.device)
+        return {"task": task, "correct": sum(p.correct for p in predictions), "total": len(predictions), "predictions": predictions}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, int]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         return self.validation_step(batch, batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:

@@ -41,3 +41,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert ddp["details"]["evaluated_samples"][-1] == [16, 16]
     # only rank 0 printed the summary
     assert ddp["stdout"].count("AA =") == 1
+    # per-sample predictions gathered from both ranks into one file per task evaluation, every sample once
+    for name in ("stage1_task0.jsonl", "stage1_task1.jsonl", "zeroshot_task0.jsonl"):
+        ids = lambda run: [json.loads(line)["sample_id"] for line in (tmp_path / run / "predictions" / name).read_text().splitlines()]  # noqa: E731
+        assert ids("ddp") == ids("single") and len(ids("ddp")) == len(set(ids("ddp"))) == 16

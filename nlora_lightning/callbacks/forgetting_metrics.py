@@ -16,6 +16,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from nlora_lightning.callbacks.protocol import TaskSequence
 from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
+from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
+from nlora_lightning.reporting.predictions import aligned_correctness, predictions_path, write_predictions
 
 __all__ = ["ForgettingMetrics", "run_dir"]
 
@@ -42,30 +44,53 @@ def run_dir(trainer: pl.Trainer) -> Path:
 class ForgettingMetrics(Callback):
     """Fills the accuracy matrix during one ``fit`` over a task sequence and reports CL metrics.
 
-    After each stage ends, the tasks evaluated then (seen tasks; with forward transfer also the
-    next) fill row i of R. At every stage end it logs ``cl/AA``, ``cl/BWT``, ``cl/forgetting``,
-    ``cl/FWT`` over the tasks seen so far, and writes into the run's log dir:
+    After each stage ends, the tasks evaluated then (the data module's ``eval_schedule``: every
+    seen task, or under ``diagonal_final`` the stage's own task until the last stage; with forward
+    transfer also the next) fill row i of R. At every stage end it logs ``cl/AA``, ``cl/BWT``,
+    ``cl/forgetting``, ``cl/FWT`` over the tasks seen so far (where defined), and writes into the
+    run's log dir:
 
-    - ``acc_matrix.csv``: R as a table (rows: after each stage; columns: tasks);
-    - ``cl_metrics.json``: ``{"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT"}``;
-    - ``cl_details.json``: zero-shot baseline, held-out tasks, metrics after each stage.
+    - ``acc_matrix.csv``: R as a table (rows: after each stage; columns: tasks; blank: not evaluated);
+    - ``cl_metrics.json``: ``{"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95",
+      "BWT_ci95", "bootstrap", "eval_schedule"}`` (null: not evaluated or undefined; forgetting is
+      null under ``diagonal_final``, which does not evaluate R[i][j] for j < i < T-1);
+    - ``cl_details.json``: zero-shot baseline, held-out tasks, metrics after each stage;
+    - ``predictions/stage{i}_task{j}.jsonl`` (``zeroshot_task{j}.jsonl`` for the baseline): every
+      sample's id, prediction, label and correctness (see :mod:`nlora_lightning.reporting.predictions`).
 
-    Counts are summed over DDP ranks (a torchmetrics state); only rank 0 writes.
+    ``AA_ci95`` and ``BWT_ci95`` are 95 % percentile bootstrap intervals over test samples, written
+    once the last stage is evaluated: each task's samples are resampled with replacement, with the
+    same indices after the task's own training and after the last stage (BWT stays paired); see
+    :mod:`nlora_lightning.metrics.bootstrap`.
+
+    Counts are summed over DDP ranks (a torchmetrics state) and predictions gathered; only rank 0 writes.
 
     Args:
         forward_transfer: Evaluate the base model on every task before training (zero-shot
             baseline b) and each next task before it is trained, to report FWT. Off: only seen
             tasks are evaluated (the paper's protocol) and FWT is null.
         verbose: Print the matrix and metrics at the end of the fit.
+        bootstrap_resamples: Resamples of the AA/BWT intervals (0: no intervals).
+        bootstrap_seed: Seed of the resampling.
+
+    Raises:
+        ValueError: For a negative ``bootstrap_resamples``.
 
     Example:
         >>> trainer = pl.Trainer(callbacks=[ForgettingMetrics(forward_transfer=False)])  # doctest: +SKIP
     """
 
-    def __init__(self, forward_transfer: bool = True, verbose: bool = True) -> None:
+    def __init__(self, forward_transfer: bool = True, verbose: bool = True, bootstrap_resamples: int = DEFAULT_RESAMPLES,
+                 bootstrap_seed: int = DEFAULT_SEED) -> None:
         super().__init__()
+        if bootstrap_resamples < 0:
+            raise ValueError(f"bootstrap_resamples must be >= 0, got {bootstrap_resamples}")
         self.forward_transfer = forward_transfer
         self.verbose = verbose
+        self.bootstrap_resamples = bootstrap_resamples
+        self.bootstrap_seed = bootstrap_seed
+        self.eval_schedule = "full"
+        self._predictions: dict[int, list[dict[str, Any]]] = {}
         self.metric: Optional[AccuracyMatrix] = None
         self._restored: Optional[dict[str, Any]] = None
         self.history: list[dict[str, Any]] = []
@@ -86,6 +111,7 @@ class ForgettingMetrics(Callback):
         datamodule.zero_shot_baseline = self.forward_transfer
         if self.forward_transfer:
             trainer.num_sanity_val_steps = float("inf")  # the baseline needs the whole test split
+        self.eval_schedule = getattr(datamodule, "eval_schedule", "full")
         self._rows, self._cols = datamodule.num_stages, len(datamodule.all_task_names)
         self.metric = AccuracyMatrix(self._rows + 1, self._cols).to(pl_module.device)  # last row: zero-shot
 
@@ -125,7 +151,12 @@ class ForgettingMetrics(Callback):
         row = self._row(trainer)
         if row is None or not outputs:
             return
-        self.metric.update(row, int(outputs["task"]), outputs["correct"], outputs["total"])
+        task = int(outputs["task"])
+        self.metric.update(row, task, outputs["correct"], outputs["total"])
+        self._predictions.setdefault(task, []).extend(
+            {"sample_id": p.sample_id, "prediction": p.prediction, "label": p.label, "correct": p.correct}
+            for p in outputs.get("predictions") or []
+        )
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = self._row(trainer)
@@ -134,7 +165,13 @@ class ForgettingMetrics(Callback):
         correct, total = self._global_counts()
         acc = torch.where(total > 0, correct / total.clamp(min=1), torch.full_like(total, float("nan")))
         self._evaluated = total
-        self._summarise(trainer, pl_module, acc, stage=row if row < self._rows else None)
+        predictions = _gather_across_ranks(self._predictions)
+        self._predictions = {}
+        stage = row if row < self._rows else None
+        if trainer.is_global_zero:
+            for task, records in predictions.items():
+                write_predictions(predictions_path(run_dir(trainer), stage, task), records)
+        self._summarise(trainer, pl_module, acc, stage=stage)
 
     def _global_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         with self.metric.sync_context(should_sync=True, should_unsync=True):
@@ -146,6 +183,8 @@ class ForgettingMetrics(Callback):
         if self._rows != num_tasks:  # one stage over all tasks: only AA applies
             return {k: float(v) for k, v in continual_metrics(acc[: stage + 1, :num_tasks]).items()}
         metrics = continual_metrics(acc[: stage + 1, : stage + 1])
+        if self.eval_schedule == "diagonal_final":  # the max over earlier rows needs entries this schedule skips
+            metrics["forgetting"] = acc.new_tensor(float("nan"))
         if zero_shot is not None:  # R[j-1][j] - b_j for every j evaluated before its own training, the next task included
             metrics["FWT"] = forward_transfer(acc[: stage + 1, : min(stage + 2, num_tasks)], zero_shot)
         return {k: float(v) for k, v in metrics.items()}
@@ -171,14 +210,37 @@ class ForgettingMetrics(Callback):
             "acc_matrix": acc[: self._rows, :T].tolist(),
             **(self._metrics(acc, zero_shot, last, T) if last is not None else {}),
             "completed_stages": 0 if last is None else last + 1,
+            "eval_schedule": self.eval_schedule,
         }
         if trainer.is_global_zero:
+            if last == self._rows - 1:
+                self.results.update(self._intervals(run_dir(trainer), T))
             self._write(run_dir(trainer), datamodule, acc)
+
+    def _intervals(self, directory: Path, num_tasks: int) -> dict[str, Any]:
+        """AA/BWT bootstrap intervals from the predictions files of the last row and the diagonal."""
+        if self.bootstrap_resamples == 0:
+            return {}
+        last = self._rows - 1
+        # Rows ordered by sample id: after the last stage and, for BWT, right after the task's own training.
+        files = [[predictions_path(directory, last, j)] + ([predictions_path(directory, j, j)] if j < last and self._rows == num_tasks else [])
+                 for j in range(num_tasks)]
+        correctness = [aligned_correctness(paths) for paths in files]
+        if any(c is None for c in correctness):
+            log.warning("no AA/BWT intervals: a predictions file under %s is missing or the sample ids differ between stages",
+                        directory / "predictions")
+            return {}
+        own = [c[1] for c in correctness if c.shape[0] == 2]
+        intervals = bootstrap_cl_intervals([c[0] for c in correctness], own or None, self.bootstrap_resamples, self.bootstrap_seed)
+        return {"AA_ci95": intervals["AA"], "BWT_ci95": intervals["BWT"],
+                "bootstrap": {"resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed, "confidence": 0.95,
+                              "method": "percentile; test samples resampled per task, same indices at every stage"}}
 
     def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
         T = len(datamodule.task_names)
         payload = self.results
-        write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT")})
+        keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule")
+        write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in keys})
         header = "after," + ",".join(datamodule.task_names)
         lines = [header] + [
             datamodule.stage_name(i) + "," + ",".join("" if math.isnan(float(v)) else f"{float(v):.4f}" for v in acc[i, :T])
@@ -231,6 +293,26 @@ def print_summary(results: dict[str, Any], datamodule_stage_names: list[str], ou
         value = results.get(key)
         return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
-    console.print(f"AA = {fmt('AA')}   BWT = {fmt('BWT')}   forgetting = {fmt('forgetting')}   FWT = {fmt('FWT')}")
+    def interval(key: str) -> str:
+        bounds = results.get(key)
+        return f" [{100 * bounds[0]:.2f}, {100 * bounds[1]:.2f}]" if bounds else ""
+
+    console.print(f"AA = {fmt('AA')}{interval('AA_ci95')}   BWT = {fmt('BWT')}{interval('BWT_ci95')}   "
+                  f"forgetting = {fmt('forgetting')}   FWT = {fmt('FWT')}")
+    if results.get("AA_ci95"):
+        console.print("(in brackets: 95 % bootstrap interval over test samples)", markup=False)
     if out_dir is not None:
         console.print(f"files: {out_dir}")
+
+
+def _gather_across_ranks(predictions: dict[int, list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
+    """Every rank's predictions, merged per task (a collective under DDP: every rank calls it)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
+        return predictions
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, predictions)
+    merged: dict[int, list[dict[str, Any]]] = {}
+    for part in gathered:
+        for task, records in part.items():
+            merged.setdefault(task, []).extend(records)
+    return merged

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -43,13 +43,15 @@ class EvalCollator:
     """Prompts padded for generation (left for decoder-only), plus what scoring needs.
 
     ``candidates`` are the task's label strings as answer token ids (with EOS): the ranking mode
-    scores them, and generation stops after the longest of them.
+    scores them, and generation stops after the longest of them. ``label_names`` are those label
+    strings (a ranked prediction is reported as its label); ``sample_id`` identifies each sample.
     """
 
     pad_token_id: int
     decoder_only: bool
     task: int
     candidates: list[list[int]]
+    label_names: Optional[list[str]] = None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [e["prompt_ids"] for e in examples]
@@ -60,6 +62,8 @@ class EvalCollator:
             "prompt_ids": prompts,
             "label_text": [e["label"] for e in examples],
             "label_index": torch.tensor([e["label_index"] for e in examples]),
+            "sample_id": [e.get("sample_id") for e in examples],
+            "label_names": self.label_names,
             "task": self.task,
             "candidates": self.candidates,
             "max_new_tokens": max(len(c) for c in self.candidates),

@@ -7,8 +7,9 @@ A stage trains one task (the usual sequence), one task plus replayed samples of 
 Evaluation uses one loader per task that is fixed for the whole fit; each loader's sampler asks the
 data module whether its task is scheduled at that moment, which is:
     - before training (Lightning's sanity check), every task, when the zero-shot baseline is on;
-    - at the end of stage s, every task seen so far, the next stage's tasks (for forward transfer,
-      when on) and, after the last stage, the held-out tasks;
+    - at the end of stage s, every task seen so far (``eval_schedule="full"``) or only the stage's
+      own tasks (``"diagonal_final"``), the next stage's tasks (for forward transfer, when on) and,
+      after the last stage, every task seen plus the held-out tasks;
     - during ``trainer.validate`` / ``trainer.test``, every task.
 """
 
@@ -32,7 +33,11 @@ from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, Sch
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
 
-__all__ = ["ReplayConfig", "TaskSequenceDataModule"]
+__all__ = ["EVAL_SCHEDULES", "ReplayConfig", "TaskSequenceDataModule"]
+
+EVAL_SCHEDULES = ("full", "diagonal_final")
+# Identity entries added after checkpoints were first written: a checkpoint without one had the default.
+_IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full"}
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,13 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         on_unknown_label: Records whose label is not in labels.json: ``error`` (default),
             ``drop`` them, or ``keep`` them (they always count as wrong; the released code keeps
             MNLI's 131 test records labelled "-").
+        task_header: Keep the ``Task:``/``Dataset:`` lines in every prompt (the paper's template);
+            ``False`` drops them (see :func:`~nlora_lightning.data.templates.build_prompt`).
+        eval_schedule: Which tasks each stage end evaluates. ``"full"``: every task seen so far,
+            which fills the lower triangle of R (about T^2/2 task evaluations; forgetting needs it).
+            ``"diagonal_final"``: each task right after its own training, and every task after the
+            last stage (2T - 1 task evaluations): AA, BWT and FWT stay defined, forgetting does not.
+            Forward transfer adds the next task at each stage end under either schedule.
         seed: Seeds subsampling, shuffling and replay draws.
         num_workers: DataLoader workers.
         cache_dir: Where tokenised datasets are cached (default ``$NLORA_DATASETS_CACHE``, else
@@ -90,7 +102,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     Raises:
         ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
-            are also trained, or non-positive sizes.
+            are also trained, non-positive sizes, or an unknown ``eval_schedule``.
 
     Example:
         >>> dm = TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=64)
@@ -114,6 +126,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         replay: Optional[ReplayConfig] = None,
         held_out_tasks: Optional[list[str]] = None,
         on_unknown_label: Literal["error", "drop", "keep"] = "error",
+        task_header: bool = True,
+        eval_schedule: Literal["full", "diagonal_final"] = "full",
         seed: int = 42,
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
@@ -133,6 +147,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             raise ConfigurationError("joint (multi-task) training and replay exclude each other")
         if on_unknown_label not in ("error", "drop", "keep"):
             raise ConfigurationError(f"on_unknown_label must be 'error', 'drop' or 'keep', got {on_unknown_label!r}")
+        if eval_schedule not in EVAL_SCHEDULES:
+            raise ConfigurationError(f"data.eval_schedule must be one of {list(EVAL_SCHEDULES)}, got {eval_schedule!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
@@ -144,6 +160,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self.joint = joint
         self.replay = replay
         self.on_unknown_label = on_unknown_label
+        self.task_header = bool(task_header)
+        self.eval_schedule = eval_schedule
         self.seed = seed
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -156,6 +174,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self._train_examples: list[list[dict]] = []
         self._eval_examples: list[list[dict]] = []
         self._candidates: list[list[list[int]]] = []
+        self._label_names: list[list[str]] = []
         self._replay_draws: dict[int, list[tuple[int, int]]] = {}
         self._eval_loaders: Optional[list[DataLoader]] = None
         self._tasks: Optional[list[TaskData]] = None
@@ -201,10 +220,14 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if not self.is_stage_end(epoch):
             return set()
         stage = self.stage_for_epoch(epoch)
-        tasks = {t for s in self.stages[: stage + 1] for t in s}
-        if self.evaluate_next_task and stage + 1 < self.num_stages:
+        last = stage == self.num_stages - 1
+        if self.eval_schedule == "full" or last:
+            tasks = {t for s in self.stages[: stage + 1] for t in s}
+        else:  # diagonal_final: the stage's own tasks only, until the last stage
+            tasks = set(self.stages[stage])
+        if self.evaluate_next_task and not last:
             tasks |= set(self.stages[stage + 1])
-        if stage == self.num_stages - 1:
+        if last:
             tasks |= set(range(len(self.task_names), len(self.all_task_names)))
         return tasks
 
@@ -239,7 +262,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         from nlora_lightning.data.templates import build_prompt
 
         for task in self.load_tasks():
-            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, "")
+            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, "", self.task_header)
             encode_prompt(tokenizer, prompt, span, self.max_source_length, task.name)
 
     def setup(self, stage: str) -> None:
@@ -249,9 +272,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         from nlora_lightning.models.loading import cache_dir as default_cache
 
         cache = Path(self.cache_dir or os.environ.get("NLORA_DATASETS_CACHE") or default_cache() / "datasets")
-        config = EncodingConfig(self.max_source_length, self.max_target_length, bool(self.decoder_only))
+        config = EncodingConfig(self.max_source_length, self.max_target_length, bool(self.decoder_only), self.task_header)
         tasks = self.load_tasks()
         self._train_examples, self._eval_examples, self._candidates = [], [], []
+        self._label_names = [task.labels for task in tasks]
         for index, task in enumerate(tasks):
             eval_rows = self._select(task, "test", index, self.max_eval_samples, config, cache)
             self._eval_examples.append(eval_rows)
@@ -271,8 +295,11 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                 "task %s/%s: %d of %d prompts exceed max_source_length=%d tokens; their sentences were shortened "
                 "from the end (instruction, options and 'Answer:' kept)", task.name, split, truncated, len(examples), limit,
             )
-        for e in examples:
+        for e, row in zip(examples, rows):
             e["task"] = index
+            # Stable across runs with the same seed and sizes: the record's position in the split's file
+            # (counted after records dropped by on_unknown_label="drop").
+            e["sample_id"] = row
         return examples
 
     def _draw_replay(self) -> None:
@@ -328,7 +355,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                     examples,
                     batch_size=self.eval_batch_size,
                     sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world),
-                    collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t]),
+                    collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t],
+                                            self._label_names[t]),
                     num_workers=self.num_workers,
                 )
                 for t, examples in enumerate(self._eval_examples)
@@ -351,6 +379,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             "seed": self.seed,
             "max_train_samples": self.max_train_samples,
             "replay": None if self.replay is None else vars(self.replay),
+            "task_header": self.task_header,
+            "eval_schedule": self.eval_schedule,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -358,7 +388,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine = self._identity()
-        differences = [f"{k}: checkpoint {state.get(k)!r} vs now {v!r}" for k, v in mine.items() if state.get(k) != v]
+        stored = {k: state.get(k, _IDENTITY_DEFAULTS.get(k)) for k in mine}
+        differences = [f"{k}: checkpoint {stored[k]!r} vs now {v!r}" for k, v in mine.items() if stored[k] != v]
         if differences:
             raise CheckpointMismatchError(
                 "the checkpoint was written for another task sequence; " + "; ".join(differences)

@@ -22,11 +22,13 @@ _FORMAT_VERSION = 1  # bump when the encoding changes, to invalidate cached data
 @dataclass(frozen=True)
 class EncodingConfig:
     """Token budgets. A prompt over ``max_source_length`` loses tokens from the end of its sentence
-    only: the task header, instruction, options and the closing "Answer:" are always kept."""
+    only: the task header, instruction, options and the closing "Answer:" are always kept.
+    ``task_header`` is passed to :func:`~nlora_lightning.data.templates.build_prompt`."""
 
     max_source_length: int = 512
     max_target_length: int = 50
     decoder_only: bool = True
+    task_header: bool = True
 
 
 def encode_prompt(tokenizer, prompt: str, span: tuple[int, int], max_length: int, task: str = "") -> tuple[list[int], bool]:
@@ -93,7 +95,7 @@ def encode_split(
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"prompt_ids": [], "answer_ids": [], "label_index": [], "truncated": []}
         for label, sentence in zip(batch["label"], batch["sentence"]):
-            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, sentence)
+            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, sentence, config.task_header)
             ids, truncated = encode_prompt(tokenizer, prompt, span, config.max_source_length, task.name)
             out["prompt_ids"].append(ids)
             out["answer_ids"].append(answers[label] if label in answers else encode_answer(tokenizer, label, config))

@@ -1,4 +1,4 @@
-"""Side-by-side comparison of runs; ``nlora compare RUN_DIR... [--out FILE]``."""
+"""Side-by-side comparison of runs; ``nlora compare RUN_DIR... [--out FILE] [--group-by KEY] [--diff A B]``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.io import write_text_atomic
+from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from nlora_lightning.reporting.aggregate import (
+    format_difference_markdown,
+    format_groups_markdown,
+    group_runs,
+    paired_difference,
+    summarize_groups,
+)
 from nlora_lightning.reporting.runfiles import format_number, format_percent, read_run
 
 __all__ = ["COLUMNS", "compare_runs", "format_markdown", "main"]
@@ -58,16 +67,34 @@ def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``nlora compare RUN_DIR... [--out FILE]``: print a table of the runs' headline figures and write it."""
+    """``nlora compare RUN_DIR... [--out FILE] [--group-by KEY [--diff A B]]``: a table of the runs' headline
+    figures; with ``--group-by``, each group's mean, std and n over its runs (seeds); with ``--diff A B``, the
+    paired difference A - B over shared seeds (t interval) and over shared test samples (paired bootstrap)."""
     parser = argparse.ArgumentParser(prog="nlora compare", description=main.__doc__)
     parser.add_argument("run_dirs", nargs="+", type=Path, help="run log dirs")
     parser.add_argument("--out", type=Path, default=Path("comparison.md"), help="Markdown file to write (default: %(default)s)")
+    parser.add_argument("--group-by", default=None, help="run_info.json key or hyperparameter to group runs by, e.g. method")
+    parser.add_argument("--diff", nargs=2, metavar=("A", "B"), default=None, help="paired difference A - B of two groups")
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
     args = parser.parse_args(list(argv))
     missing = [str(d) for d in args.run_dirs if not d.is_dir()]
     if missing:
         print(f"nlora compare: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.diff and not args.group_by:
+        args.group_by = "method"
     table = format_markdown(compare_runs(args.run_dirs))
+    if args.group_by:
+        try:
+            groups = group_runs(args.run_dirs, args.group_by)
+            table += "\n" + format_groups_markdown(summarize_groups(groups), args.group_by)
+            if args.diff:
+                diff = paired_difference(groups, *args.diff, num_resamples=args.resamples, seed=args.bootstrap_seed)
+                table += "\n" + format_difference_markdown(diff)
+        except (ConfigurationError, ValueError) as error:
+            print(f"nlora compare: {error}", file=sys.stderr)
+            return 2
     print(table, end="")
     write_text_atomic(args.out, table)
     print(f"written to {args.out}")

@@ -70,6 +70,11 @@ def _accuracy_section(run: RunFiles) -> list[str]:
     lines += _table(keys, [[format_percent(run.metric(k), 2) for k in keys]], left_columns=0)
     lines += ["", "Percent. AA: mean accuracy over all tasks after the last completed stage; BWT and forgetting: "
               "over tasks before the last; FWT needs the zero-shot baseline (n/a: not measured or undefined).", ""]
+    lines += _interval_lines(metrics)
+    if metrics.get("eval_schedule") == "diagonal_final":
+        lines += ["Evaluation schedule `diagonal_final`: each task was evaluated right after its own training and "
+                  "after the last stage only (plus the next task when forward transfer is on), so forgetting, which "
+                  "needs every earlier row of the matrix, is not reported (n/a). AA, BWT and FWT use only evaluated entries.", ""]
     matrix, tasks = metrics.get("acc_matrix") or [], run.tasks
     if matrix:
         lines += ["## Accuracy matrix R[i][j] (%)", "",
@@ -89,6 +94,18 @@ def _accuracy_section(run: RunFiles) -> list[str]:
         lines += ["## Held-out tasks (never trained; evaluated after the last stage, %)", ""]
         lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in held_out.items()]) + [""]
     return lines
+
+
+def _interval_lines(metrics: dict[str, Any]) -> list[str]:
+    intervals = [(key, metrics.get(f"{key}_ci95")) for key in ("AA", "BWT")]
+    intervals = [(key, bounds) for key, bounds in intervals if isinstance(bounds, (list, tuple)) and len(bounds) == 2]
+    if not intervals:
+        return []
+    boot = metrics.get("bootstrap") or {}
+    text = ", ".join(f"{key} [{format_percent(lo, 2)}, {format_percent(hi, 2)}]" for key, (lo, hi) in intervals)
+    return [f"95 % confidence intervals (percentile bootstrap over test samples, {boot.get('resamples', '?')} resamples, "
+            f"seed {boot.get('seed', '?')}; each task's samples resampled with the same indices at every stage): {text}. "
+            "They cover test-sample noise only, not the spread over training seeds.", ""]
 
 
 def _square_section(table: SquareTable, title: str, explanation: str, headline: str, cell, image: str) -> list[str]:

@@ -44,6 +44,32 @@ def test_evaluation_schedule():
     assert dm.scheduled_eval_tasks() == {0, 1, 2, 3}
 
 
+def test_diagonal_final_schedule_evaluates_each_task_after_its_training_and_all_at_the_end():
+    dm = TaskSequenceDataModule(tasks=["reviews", "topics", "intents"], held_out_tasks=["languages"], eval_schedule="diagonal_final")
+    trainer = fake_trainer(dm, epoch=1)
+    assert dm.scheduled_eval_tasks() == {1}  # not task 0: its next entry is after the last stage
+    dm.evaluate_next_task = True
+    assert dm.scheduled_eval_tasks() == {1, 2}  # R[1][2] keeps FWT defined
+    trainer.current_epoch = 2
+    assert dm.scheduled_eval_tasks() == {0, 1, 2, 3}
+    with pytest.raises(ConfigurationError, match=r"eval_schedule must be one of \['full', 'diagonal_final'\], got 'sparse'"):
+        TaskSequenceDataModule(tasks=["reviews"], eval_schedule="sparse")
+
+
+def test_task_header_option_reaches_the_prompts_and_the_identity():
+    with_header = ready(TaskSequenceDataModule(tasks=["reviews"], max_eval_samples=4))
+    without = ready(TaskSequenceDataModule(tasks=["reviews"], max_eval_samples=4, task_header=False))
+    decode = lambda dm: dm.tokenizer.decode(dm._eval_examples[0][0]["prompt_ids"])  # noqa: E731
+    assert decode(with_header).startswith("Task:") and "Dataset:" not in decode(without)
+    assert decode(with_header).endswith(decode(without)[decode(without).index("\n") :])
+    # the same samples, with stable ids (positions in test.json)
+    assert [e["sample_id"] for e in without._eval_examples[0]] == [e["sample_id"] for e in with_header._eval_examples[0]]
+    with pytest.raises(CheckpointMismatchError, match="task_header: checkpoint True vs now False"):
+        without.load_state_dict(with_header.state_dict())
+    old_checkpoint = {k: v for k, v in with_header.state_dict().items() if k not in ("task_header", "eval_schedule")}
+    with_header.load_state_dict(old_checkpoint)  # written before these options existed: the defaults
+
+
 def test_setup_reads_caps_and_builds_loaders():
     dm = ready(TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=10, max_eval_samples=6, batch_size=4))
     fake_trainer(dm, epoch=1)

@@ -18,3 +18,11 @@ def test_copa_uses_sentence_only():
     prompt, span = build_prompt("COPA", "COPA", None, ["A", "B"], sentence)
     assert prompt == sentence + "\nAnswer:"
     assert span == (0, len(sentence))
+
+
+def test_task_header_can_be_dropped():
+    args = ("yelp", "SC", "Pick the sentiment.\n", ["negative", "positive"], "Text: great food")
+    prompt, span = build_prompt(*args, task_header=False)
+    assert prompt == "Pick the sentiment.\nOption: negative, positive \nText: great food\nAnswer:"
+    assert prompt[span[0] : span[1]] == "Text: great food"
+    assert build_prompt(*args)[0] == "Task:SC\nDataset:yelp\n" + prompt  # default: the paper's header

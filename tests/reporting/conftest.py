@@ -5,17 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Optional
+
 import pytest
+
+from nlora_lightning.reporting.predictions import predictions_path, write_predictions
 
 TASKS = ["reviews", "topics", "intents"]
 LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
           "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
 
 
-def write_fake_run(directory: Path, *, method: str = "nlora", aa: float = 0.75, collision_pairs=(0.01, 0.02, 0.03),
+def write_fake_run(directory: Path, *, method: str = "nlora", aa: float = 0.75, bwt: float = -0.1, seed: int = 0,
+                   final_correct: Optional[list[list[bool]]] = None, collision_pairs=(0.01, 0.02, 0.03),
                    overlap_pairs=(0.1, 0.2, 0.6), files: tuple[str, ...] = ("run_info", "cl_metrics", "cl_details", "collision",
                                                                               "orthogonality", "adapter_stats")) -> Path:
-    """Write the files named in ``files``; pair values are for (0,1), (0,2), (1,2)."""
+    """Write the files named in ``files``; pair values are for (0,1), (0,2), (1,2).
+
+    ``final_correct``: per task, the correctness of samples 0..n-1 after the last stage, written as
+    predictions files.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     if "run_info" in files:
         (directory / "run_info.json").write_text(json.dumps({
@@ -23,13 +32,17 @@ def write_fake_run(directory: Path, *, method: str = "nlora", aa: float = 0.75, 
             "hyperparameters": {"adapters": "per_task", "lora": {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": None},
                                 "regularizers": [{"name": "nlora_l1", "weight": 0.4, "task_weights": {}, "options": {}}],
                                 "optimizer": "AdamW", "lr": 0.001, "weight_decay": 0.0, "epochs_per_task": 2, "batch_size": 8,
-                                "max_train_samples": None, "max_eval_samples": 50, "seed": 0, "collision_tau": 0.01},
+                                "max_train_samples": None, "max_eval_samples": 50, "seed": seed, "data_seed": seed,
+                                "collision_tau": 0.01},
             "status": "finished", "started": "2025-01-01T00:00:00+00:00", "train_time_s": 123.4}))
     if "cl_metrics" in files:
         (directory / "cl_metrics.json").write_text(json.dumps({
             "tasks": TASKS,
             "acc_matrix": [[0.9, None, None], [0.8, 0.7, None], [0.75, 0.65, 0.85]],
-            "AA": aa, "BWT": -0.1, "forgetting": 0.1, "FWT": None}))
+            "AA": aa, "BWT": bwt, "forgetting": 0.1, "FWT": None}))
+    for task, correct in enumerate(final_correct or []):
+        write_predictions(predictions_path(directory, len(TASKS) - 1, task),
+                          [{"sample_id": i, "prediction": "x", "label": "x" if c else "y", "correct": c} for i, c in enumerate(correct)])
     if "cl_details" in files:
         (directory / "cl_details.json").write_text(json.dumps({
             "zero_shot": {"reviews": 0.1, "topics": 0.2, "intents": 0.05},

@@ -96,3 +96,14 @@ def test_short_layer_names_drop_shared_components():
     assert short_layer_names(["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]) == ["0.q_proj", "1.v_proj"]
     assert short_layer_names(["a.q", "b.c.v"]) == ["a.q", "b.c.v"]  # different depths: unchanged
     assert short_layer_names(["only.one"]) == ["only.one"]
+
+
+def test_report_gives_the_intervals_and_explains_the_missing_forgetting_under_diagonal_final(fake_run):
+    metrics = json.loads((fake_run / "cl_metrics.json").read_text())
+    metrics.update({"forgetting": None, "eval_schedule": "diagonal_final", "AA_ci95": [0.7, 0.8], "BWT_ci95": [-0.15, -0.05],
+                    "bootstrap": {"resamples": 1000, "seed": 0, "confidence": 0.95}})
+    (fake_run / "cl_metrics.json").write_text(json.dumps(metrics))
+    text = render_markdown(read_run(fake_run))
+    assert "| 75.00 | -10.00 | n/a | n/a |" in text
+    assert "1000 resamples, seed 0" in text and "AA [70.00, 80.00], BWT [-15.00, -5.00]" in text
+    assert "Evaluation schedule `diagonal_final`" in text and "forgetting" in text

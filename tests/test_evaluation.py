@@ -1,0 +1,28 @@
+import torch
+
+from nlora_lightning import evaluation
+from nlora_lightning.evaluation import SamplePrediction, count_correct, predict
+
+
+def batch():
+    return {"sample_id": [4, 9, 11], "label_text": ["negative", "positive", "positive"], "label_index": torch.tensor([0, 1, 1]),
+            "label_names": ["negative", "positive"], "prompt_ids": [[1], [2], [3]], "candidates": [[5], [6]],
+            "input_ids": torch.ones(3, 1, dtype=torch.long), "attention_mask": torch.ones(3, 1), "max_new_tokens": 2}
+
+
+class Tok:
+    pad_token_id = 0
+
+
+def test_rank_predictions_name_the_ranked_label(monkeypatch):
+    monkeypatch.setattr(evaluation.fwd, "rank_answers", lambda *args, **kwargs: torch.tensor([0, 0, 1]))
+    out = predict(None, Tok(), batch(), "rank", False, torch.device("cpu"))
+    assert out == [SamplePrediction(4, "negative", "negative", True), SamplePrediction(9, "negative", "positive", False),
+                   SamplePrediction(11, "positive", "positive", True)]
+    assert count_correct(None, Tok(), batch(), "rank", False, torch.device("cpu")) == 2
+
+
+def test_generated_predictions_keep_the_text_and_use_exact_match(monkeypatch):
+    monkeypatch.setattr(evaluation.fwd, "generate_answers", lambda *args, **kwargs: ["Negative.", "neutral", " positive"])
+    out = predict(None, Tok(), batch(), "generate", False, torch.device("cpu"))
+    assert [(p.sample_id, p.prediction, p.correct) for p in out] == [(4, "Negative.", True), (9, "neutral", False), (11, " positive", True)]
