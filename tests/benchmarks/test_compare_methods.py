@@ -98,7 +98,7 @@ def test_eval_schedule_reaches_the_fit_command(compare_methods, tmp_path):
     import argparse
 
     args = argparse.Namespace(model=str(REPO / "configs" / "tiny.yaml"), preset="none", data_dir=None, max_train_samples=16,
-                              max_eval_samples=8, epochs=1, batch_size=8, max_length=256, lr=None, nlora_lambda=None,
+                              max_eval_samples=8, epochs=1, batch_size=8, max_length=256, lr=None, nlora_lambda=None, nlora_official_lambda=None,
                               fit_arg=[], forward_transfer=False, eval_schedule="diagonal_final")
     command = compare_methods.fit_command(args, "inclora", 0, tmp_path / "run", "new")
     assert command[command.index("--data.eval_schedule") + 1] == "diagonal_final"
