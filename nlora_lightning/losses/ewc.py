@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from nlora_lightning.losses.base import LossTerm, register_loss_term, zero_like_module
-from nlora_lightning.losses.fisher import parameter_fisher, task_batches, update_fisher
+from nlora_lightning.losses.fisher import slot_fisher, task_batches, update_fisher
 from nlora_lightning.regularizers import functional as F
 
 __all__ = ["EWC", "EWCLoRA"]
@@ -31,10 +31,11 @@ def _check(fisher_samples: int, fisher_batch_size: int, gamma: float) -> None:
 class _OnlineImportance(LossTerm):
     """Importance and anchor per tensor name, folded in once per finished task."""
 
-    def __init__(self, fisher_samples: int, fisher_batch_size: int, gamma: float) -> None:
+    def __init__(self, fisher_samples: int, fisher_batch_size: int, fisher_per_sample: bool, gamma: float) -> None:
         _check(fisher_samples, fisher_batch_size, gamma)
         self.fisher_samples = fisher_samples
         self.fisher_batch_size = fisher_batch_size
+        self.fisher_per_sample = bool(fisher_per_sample)
         self.gamma = float(gamma)
         self.importance: dict[str, Tensor] = {}  # CPU, float32
         self.anchor: dict[str, Tensor] = {}  # CPU
@@ -89,14 +90,16 @@ class EWCLoRA(_OnlineImportance):
 
     Args:
         fisher_samples: Training samples of the finished task the Fisher is estimated on (seeded).
-        fisher_batch_size: Samples per gradient; 1 gives the per-sample empirical Fisher, the
-            release squares mini-batch gradients (its batch size).
+        fisher_batch_size: Samples per forward pass of the estimate.
+        fisher_per_sample: Square each sample's gradient (the empirical Fisher); ``False`` squares
+            each batch's mean gradient, as the release does (with its training batches).
         gamma: Decay of earlier tasks' importance (the release: 1.0).
         block_rows: Rows per block of the penalty.
     """
 
-    def __init__(self, fisher_samples: int = 64, fisher_batch_size: int = 1, gamma: float = 1.0, block_rows: Optional[int] = None) -> None:
-        super().__init__(fisher_samples, fisher_batch_size, gamma)
+    def __init__(self, fisher_samples: int = 64, fisher_batch_size: int = 8, fisher_per_sample: bool = True,
+                 gamma: float = 1.0, block_rows: Optional[int] = None) -> None:
+        super().__init__(fisher_samples, fisher_batch_size, fisher_per_sample, gamma)
         self.block_rows = block_rows
 
     def value(self, module: Any, batch: Optional[dict[str, Tensor]]) -> Tensor:
@@ -115,7 +118,7 @@ class EWCLoRA(_OnlineImportance):
     def on_task_end(self, module: Any, stage: int) -> None:
         if stage in self.tasks:
             return
-        fisher = update_fisher(module, self._batches(module, stage))
+        fisher = update_fisher(module, self._batches(module, stage), self.fisher_per_sample)
         anchor = {}
         if module.adapter_mode == "shared":
             for name, layer in module.adapters.layers.items():
@@ -134,7 +137,8 @@ class EWC(_OnlineImportance):
 
     Args:
         fisher_samples: Training samples of the finished task the Fisher is estimated on (seeded).
-        fisher_batch_size: Samples per gradient (1: the per-sample empirical Fisher).
+        fisher_batch_size: Samples per forward pass of the estimate.
+        fisher_per_sample: Square each sample's gradient (the empirical Fisher), or each batch's mean.
         gamma: Decay of earlier tasks' importance (1.0: plain sum over tasks).
     """
 
@@ -142,8 +146,8 @@ class EWC(_OnlineImportance):
     adapters_reason = ("with one adapter per task the earlier tasks' parameters are already frozen; use ewc_lora, "
                        "which penalises the new task's update itself")
 
-    def __init__(self, fisher_samples: int = 64, fisher_batch_size: int = 1, gamma: float = 1.0) -> None:
-        super().__init__(fisher_samples, fisher_batch_size, gamma)
+    def __init__(self, fisher_samples: int = 64, fisher_batch_size: int = 8, fisher_per_sample: bool = True, gamma: float = 1.0) -> None:
+        super().__init__(fisher_samples, fisher_batch_size, fisher_per_sample, gamma)
 
     @staticmethod
     def _parameters(module: Any) -> dict[str, Tensor]:
@@ -168,5 +172,5 @@ class EWC(_OnlineImportance):
         if stage in self.tasks:
             return
         named = self._parameters(module)
-        fisher = parameter_fisher(module, self._batches(module, stage), named)
+        fisher = slot_fisher(module, self._batches(module, stage), self.fisher_per_sample)
         self._fold_in(stage, fisher, {n: p.detach().to("cpu", copy=True) for n, p in named.items()})

@@ -17,37 +17,10 @@ import torch
 from torch import Tensor
 
 from nlora_lightning.losses.base import LossTerm, register_loss_term, zero_like_module
+from nlora_lightning.losses.heads import answer_logits, capture_lm_head
 from nlora_lightning.regularizers import functional as F
 
-__all__ = ["LwF", "answer_logits"]
-
-IGNORE_INDEX = -100
-
-
-def answer_logits(logits: Tensor, labels: Tensor, seq2seq: bool) -> Tensor:
-    """The rows of ``logits`` that predict a labelled token, as ``(n, vocab)``.
-
-    2-D logits are already those rows (the answer-only LM head); 3-D ones are decoder-only logits
-    (position i predicts token i + 1) or seq2seq decoder logits (aligned with the labels).
-    """
-    if logits.dim() == 2:
-        return logits
-    if seq2seq:
-        return logits[labels != IGNORE_INDEX]
-    return logits[:, :-1][labels[:, 1:] != IGNORE_INDEX]
-
-
-@contextmanager
-def _capture_head(model: torch.nn.Module, into: list, only_with_grad: bool) -> Iterator[None]:
-    def hook(_module, _args, output):
-        if not only_with_grad or (torch.is_grad_enabled() and output.requires_grad):
-            into.append(output)
-
-    handle = model.get_output_embeddings().register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+__all__ = ["LwF"]
 
 
 @register_loss_term("lwf")
@@ -74,7 +47,7 @@ class LwF(LossTerm):
     @contextmanager
     def observe(self, module: Any) -> Iterator[None]:
         self._student = []
-        with _capture_head(module.model, self._student, only_with_grad=True):
+        with capture_lm_head(module.model, self._student, only_with_grad=True):
             yield
 
     def teacher_logits(self, module: Any, batch: dict[str, Tensor]) -> Tensor:
@@ -85,7 +58,7 @@ class LwF(LossTerm):
         adapters.set_slot_enabled(False)
         model.eval()
         try:
-            with torch.no_grad(), _capture_head(model, captured, only_with_grad=False):
+            with torch.no_grad(), capture_lm_head(model, captured):
                 module._task_loss(batch)  # the same forward path as the student's (answer-only head or full logits)
         finally:
             adapters.set_slot_enabled(True)

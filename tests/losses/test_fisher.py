@@ -1,8 +1,10 @@
-"""Fisher estimates against per-sample gradients taken the plain way (backward into .grad)."""
+"""Fisher estimates against per-sample gradients taken the plain way, one sample at a time."""
 
+import pytest
 import torch
 
-from nlora_lightning.losses.fisher import parameter_fisher, update_fisher
+from nlora_lightning.data.collate import TrainCollator
+from nlora_lightning.losses.fisher import slot_fisher, update_fisher
 
 
 def _module(tiny, init):
@@ -15,71 +17,79 @@ def _module(tiny, init):
     return module
 
 
-def _samples(n=3):
+def _examples():
     g = torch.Generator().manual_seed(1)
-    batches = []
-    for length in (7, 9, 6)[:n]:
-        ids = torch.randint(3, 200, (1, length), generator=g)
-        labels = ids.clone()
-        labels[:, : length - 3] = -100
-        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
-    return batches
+    return [{"prompt_ids": torch.randint(3, 200, (n,), generator=g).tolist(),
+             "answer_ids": torch.randint(3, 200, (k,), generator=g).tolist(), "task": 0}
+            for n, k in ((5, 2), (8, 3), (3, 1))]
 
 
-def test_update_fisher_equals_mean_squared_weight_gradient(tiny, tiny_llama_init):
-    module = _module(tiny, tiny_llama_init)
-    samples = _samples()
-    fisher = update_fisher(module, samples)
-    # independent reference: dL/dDelta W is the gradient of the (effective) weight; read it from the frozen base
-    layers = module.adapters.layers
-    expected = {n: torch.zeros(l.out_features, l.in_features) for n, l in layers.items()}
+def _batch(examples):
+    return TrainCollator(pad_token_id=0, decoder_only=True)(examples)
+
+
+def _reference(module, examples, wrt):
+    """Mean over samples of the squared gradient of each sample's own loss (batch of one, no padding)."""
     module.model.eval()
-    for batch in samples:
-        for layer in layers.values():
-            layer.base_layer.weight.requires_grad_(True)
-            layer.base_layer.weight.grad = None
-        module._task_loss(batch).backward()
-        for n, layer in layers.items():
-            expected[n] += layer.base_layer.weight.grad.square() / len(samples)
-            layer.base_layer.weight.requires_grad_(False)
-    for n in layers:
-        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-4, atol=1e-10)
+    total = None
+    for example in examples:
+        grads = wrt(module._task_loss(_batch([example])))
+        squares = {k: g.detach().square() / len(examples) for k, g in grads.items()}
+        total = squares if total is None else {k: total[k] + squares[k] for k in total}
+    return total
+
+
+def _weight_gradients(module):
+    # dL/dDelta W is the gradient of the effective weight: read it from the base weight (made trainable meanwhile)
+    weights = {n: l.base_layer.weight for n, l in module.adapters.layers.items()}
+    for w in weights.values():
+        w.requires_grad_(True)
+    return lambda loss: dict(zip(weights, torch.autograd.grad(loss, list(weights.values()))))
+
+
+def _slot_gradients(module):
+    params = {f"{n}.{k}": getattr(l, f"lora_{k}") for n, l in module.adapters.layers.items() for k in "AB"}
+    return lambda loss: dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_update_fisher_is_the_mean_squared_per_sample_weight_gradient(tiny, tiny_llama_init, batch_size):
+    module = _module(tiny, tiny_llama_init)
+    examples = _examples()
+    batches = [_batch(examples[i : i + batch_size]) for i in range(0, 3, batch_size)]  # padded when batch_size > 1
+    fisher = update_fisher(module, batches)
+    expected = _reference(module, examples, _weight_gradients(module))
+    for name in module.adapters.layers:
+        torch.testing.assert_close(fisher[name], expected[name], rtol=1e-4, atol=1e-12)
     assert all(v.sum() > 0 for v in fisher.values())
 
 
-def test_update_fisher_leaves_gradients_and_mode_alone(tiny, tiny_llama_init):
+def test_slot_fisher_is_the_mean_squared_per_sample_factor_gradient(tiny, tiny_llama_init):
+    module = _module(tiny, tiny_llama_init)
+    examples = _examples()
+    fisher = slot_fisher(module, [_batch(examples)])
+    expected = _reference(module, examples, _slot_gradients(module))
+    assert set(fisher) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(fisher[key], expected[key], rtol=1e-4, atol=1e-12)
+
+
+def test_batch_mean_form_squares_the_batch_gradient(tiny, tiny_llama_init):
+    # per_sample=False, the EWC-LoRA release's form: sum_b |b| g_b^2 / N with g_b the batch's mean gradient
+    module = _module(tiny, tiny_llama_init)
+    batch = _batch(_examples())
+    fisher = slot_fisher(module, [batch], per_sample=False)
+    module.model.eval()
+    grads = _slot_gradients(module)(module._task_loss(batch))
+    for key, grad in grads.items():
+        torch.testing.assert_close(fisher[key], grad.square(), rtol=1e-4, atol=1e-12)
+
+
+def test_estimates_leave_gradients_and_mode_alone(tiny, tiny_llama_init):
     module = _module(tiny, tiny_llama_init)
     module.model.train()
-    update_fisher(module, _samples(1))
+    update_fisher(module, [_batch(_examples()[:1])])
     assert module.model.training
     assert all(p.grad is None for p in module.adapters.slot_parameters())
-
-
-def test_parameter_fisher_equals_mean_squared_parameter_gradient(tiny, tiny_llama_init):
-    module = _module(tiny, tiny_llama_init)
-    samples = _samples()
-    params = {f"{n}.A": l.lora_A for n, l in module.adapters.layers.items()}
-    params.update({f"{n}.B": l.lora_B for n, l in module.adapters.layers.items()})
-    fisher = parameter_fisher(module, samples, params)
-    module.model.eval()
-    expected = {n: torch.zeros_like(p) for n, p in params.items()}
-    for batch in samples:
-        grads = torch.autograd.grad(module._task_loss(batch), list(params.values()))
-        for n, g in zip(params, grads):
-            expected[n] += g.square() / len(samples)
-    for n in params:
-        torch.testing.assert_close(fisher[n], expected[n])
-
-
-def test_fisher_of_batches_weights_squared_batch_gradients_by_size(tiny, tiny_llama_init):
-    # fisher_batch_size > 1: the release's form, sum_b |b| g_b^2 / N with g_b the batch-mean gradient
-    module = _module(tiny, tiny_llama_init)
-    ids = torch.randint(3, 200, (2, 8), generator=torch.Generator().manual_seed(2))
-    labels = ids.clone()
-    labels[:, :5] = -100
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    params = {"B": next(iter(module.adapters.layers.values())).lora_B}
-    fisher = parameter_fisher(module, [batch], params)
-    module.model.eval()
-    (g,) = torch.autograd.grad(module._task_loss(batch), [params["B"]])
-    torch.testing.assert_close(fisher["B"], g.square())
+    with pytest.raises(ValueError, match="at least one training sample"):
+        update_fisher(module, [])

@@ -3,7 +3,7 @@
 import torch
 
 from nlora_lightning import RegularizerConfig
-from nlora_lightning.losses.lwf import answer_logits
+from nlora_lightning.losses.heads import answer_logits
 from nlora_lightning.regularizers import functional as F
 
 
