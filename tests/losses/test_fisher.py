@@ -93,3 +93,25 @@ def test_estimates_leave_gradients_and_mode_alone(tiny, tiny_llama_init):
     assert all(p.grad is None for p in module.adapters.slot_parameters())
     with pytest.raises(ValueError, match="at least one training sample"):
         update_fisher(module, [])
+
+
+def test_per_sample_fisher_on_a_seq2seq_model(tiny, tiny_t5_init):
+    module = tiny.module(tiny_t5_init, adapters="shared", lora={"r": 2, "alpha": 8, "dropout": 0.0})
+    module.configure_model()
+    with torch.no_grad():
+        for layer in module.adapters.layers.values():
+            layer.lora_B.normal_(std=0.1, generator=torch.Generator().manual_seed(3))
+    examples = _examples()
+    collate = TrainCollator(pad_token_id=0, decoder_only=False)
+    fisher = update_fisher(module, [collate(examples)])
+    weights = {n: l.base_layer.weight for n, l in module.adapters.layers.items()}
+    for w in weights.values():
+        w.requires_grad_(True)
+    module.model.eval()
+    expected = {n: torch.zeros_like(w) for n, w in weights.items()}
+    for example in examples:
+        grads = torch.autograd.grad(module._task_loss(collate([example])), list(weights.values()))
+        for n, g in zip(weights, grads):
+            expected[n] += g.square() / len(examples)
+    for n in weights:
+        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-4, atol=1e-12)
