@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from nlora_lightning.losses.heads import capture_lm_head, per_sample_answer_loss
+from nlora_lightning.losses.heads import capture_lm_head, eval_mode, per_sample_answer_loss
 
 __all__ = ["task_batches", "update_fisher", "slot_fisher"]
 
@@ -57,7 +57,6 @@ def task_batches(module: Any, stage: int, samples: int, batch_size: int) -> Iter
 def _estimation_mode(module: Any) -> Iterator[None]:
     """Eval mode, gradients on, embeddings' output requiring grad (so every layer output is in the graph)."""
     model = module.model
-    was_training = model.training
 
     def require_grad(_module, _args, output):
         return output if output.requires_grad else output.requires_grad_()
@@ -65,13 +64,11 @@ def _estimation_mode(module: Any) -> Iterator[None]:
     handle = model.get_input_embeddings().register_forward_hook(require_grad)
     trainer = module._trainer
     precision = trainer.precision_plugin.train_step_context() if trainer is not None else nullcontext()
-    model.eval()
     try:
-        with torch.enable_grad(), precision:
+        with torch.enable_grad(), precision, eval_mode(model):
             yield
     finally:
         handle.remove()
-        model.train(was_training)
 
 
 def layer_signals(module: Any, batches: Iterable[Batch], per_sample: bool = True) -> Iterator[Signals]:

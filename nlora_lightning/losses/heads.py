@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["IGNORE_INDEX", "answer_logits", "answer_rows", "capture_lm_head", "per_sample_answer_loss"]
+__all__ = ["IGNORE_INDEX", "answer_logits", "answer_rows", "capture_lm_head", "eval_mode", "per_sample_answer_loss"]
 
 IGNORE_INDEX = -100
 
@@ -69,3 +69,15 @@ def capture_lm_head(model: nn.Module, into: list, only_with_grad: bool = False) 
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (no dropout); every submodule's own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from nlora_lightning.losses.base import LossTerm, register_loss_term, zero_like_module
-from nlora_lightning.losses.heads import answer_logits, capture_lm_head
+from nlora_lightning.losses.heads import answer_logits, capture_lm_head, eval_mode
 from nlora_lightning.regularizers import functional as F
 
 __all__ = ["LwF"]
@@ -54,15 +54,13 @@ class LwF(LossTerm):
         """LM-head output of the model with the earlier adapters only (no gradient, eval mode)."""
         model, adapters = module.model, module.adapters
         captured: list[Tensor] = []
-        was_training = model.training
+        slot_was_enabled = all(layer.slot_enabled for layer in adapters.layers.values())
         adapters.set_slot_enabled(False)
-        model.eval()
         try:
-            with torch.no_grad(), capture_lm_head(model, captured):
+            with torch.no_grad(), eval_mode(model), capture_lm_head(model, captured):
                 module._task_loss(batch)  # the same forward path as the student's (answer-only head or full logits)
         finally:
-            adapters.set_slot_enabled(True)
-            model.train(was_training)
+            adapters.set_slot_enabled(slot_was_enabled)
         return captured[-1]
 
     def value(self, module: Any, batch: Optional[dict[str, Tensor]]) -> Tensor:

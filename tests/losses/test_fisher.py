@@ -24,6 +24,11 @@ def _examples():
             for n, k in ((5, 2), (8, 3), (3, 1))]
 
 
+def _close(actual, expected):
+    # float32 sums in another order (padded batches): relative to the largest entry
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
 def _batch(examples):
     return TrainCollator(pad_token_id=0, decoder_only=True)(examples)
 
@@ -60,7 +65,7 @@ def test_update_fisher_is_the_mean_squared_per_sample_weight_gradient(tiny, tiny
     fisher = update_fisher(module, batches)
     expected = _reference(module, examples, _weight_gradients(module))
     for name in module.adapters.layers:
-        torch.testing.assert_close(fisher[name], expected[name], rtol=1e-4, atol=1e-12)
+        _close(fisher[name], expected[name])
     assert all(v.sum() > 0 for v in fisher.values())
 
 
@@ -71,7 +76,7 @@ def test_slot_fisher_is_the_mean_squared_per_sample_factor_gradient(tiny, tiny_l
     expected = _reference(module, examples, _slot_gradients(module))
     assert set(fisher) == set(expected)
     for key in expected:
-        torch.testing.assert_close(fisher[key], expected[key], rtol=1e-4, atol=1e-12)
+        _close(fisher[key], expected[key])
 
 
 def test_batch_mean_form_squares_the_batch_gradient(tiny, tiny_llama_init):
@@ -82,7 +87,7 @@ def test_batch_mean_form_squares_the_batch_gradient(tiny, tiny_llama_init):
     module.model.eval()
     grads = _slot_gradients(module)(module._task_loss(batch))
     for key, grad in grads.items():
-        torch.testing.assert_close(fisher[key], grad.square(), rtol=1e-4, atol=1e-12)
+        _close(fisher[key], grad.square())
 
 
 def test_estimates_leave_gradients_and_mode_alone(tiny, tiny_llama_init):
@@ -114,4 +119,4 @@ def test_per_sample_fisher_on_a_seq2seq_model(tiny, tiny_t5_init):
         for n, g in zip(weights, grads):
             expected[n] += g.square() / len(examples)
     for n in weights:
-        torch.testing.assert_close(fisher[n], expected[n], rtol=1e-4, atol=1e-12)
+        _close(fisher[n], expected[n])
