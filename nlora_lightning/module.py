@@ -21,6 +21,7 @@ from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, 
 from nlora_lightning.evaluation import EvaluationConfig, predict
 from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
+from nlora_lightning.losses import LossTerms
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers import RegularizerConfig, get_regularizer, validate_regularizer
@@ -136,6 +137,8 @@ class ContinualLightningModule(pl.LightningModule):
             raise ConfigurationError("a quantized base cannot be fully fine-tuned or merged into; use adapters per_task/shared with consolidation='lowrank'")
         if self.evaluation.oracle_task_adapter and (adapters != "per_task" or consolidation == "merge"):
             raise ConfigurationError("evaluation.oracle_task_adapter needs adapters='per_task' and consolidation other than 'merge'")
+        # Terms that see the batch or keep state across tasks (LwF, EWC); checks adapter modes of all terms.
+        self.loss_terms = LossTerms(self.regularizers, adapters)
         self.model_name_or_path = model_name_or_path
         self.adapter_mode: AdapterMode = adapters
         self.consolidation = consolidation
@@ -239,6 +242,7 @@ class ContinualLightningModule(pl.LightningModule):
     def finish_task(self, stage: int) -> None:
         if self.adapters is None or (not self._slot_live and stage in self.adapters.snapshots):
             return  # nothing trained, or already finished
+        self.loss_terms.on_task_end(self, stage)  # task-end hooks (e.g. EWC's Fisher) see the live slot
         for transform in self.gradient_transforms:
             transform.on_task_end(self, stage)  # before the optimizer holding this task's state is replaced
         self.adapters.snapshot_slot(stage)
@@ -343,8 +347,11 @@ class ContinualLightningModule(pl.LightningModule):
         stage_tasks = datamodule.stages[self.current_task]
         return datamodule.task_names[stage_tasks[0]] if len(stage_tasks) == 1 else None
 
-    def regularization_terms(self) -> dict[str, tuple[float, torch.Tensor]]:
-        """``name -> (lambda, value)`` for every regularizer with a non-zero lambda at this task."""
+    def regularization_terms(self, batch: Optional[dict[str, torch.Tensor]] = None) -> dict[str, tuple[float, torch.Tensor]]:
+        """``name -> (lambda, value)`` for every regularizer with a non-zero lambda at this task.
+
+        ``batch`` is the step's batch, for loss terms that need it (LwF).
+        """
         terms: dict[str, tuple[float, torch.Tensor]] = {}
         if not self.regularizers:
             return terms
@@ -352,15 +359,18 @@ class ContinualLightningModule(pl.LightningModule):
         factors = self.adapters.layer_factors()
         for reg in self.regularizers:
             weight = reg.weight_for(task_name)
-            if weight:
+            if weight and reg.name in self.loss_terms:
+                terms[reg.name] = (weight, self.loss_terms.value(reg.name, self, batch))
+            elif weight:
                 terms[reg.name] = (weight, get_regularizer(reg.name)(factors, **reg.options))
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        task_loss = self._task_loss(batch)
+        with self.loss_terms.observe(self):  # e.g. LwF keeps the student's logits of this forward
+            task_loss = self._task_loss(batch)
         loss = task_loss
         batch_size = batch["input_ids"].shape[0]
-        terms = self.regularization_terms()
+        terms = self.regularization_terms(batch)
         for name, (weight, value) in terms.items():
             loss = loss + weight * value
             self.log(f"train/reg/{name}", value.detach(), batch_size=batch_size)
@@ -429,6 +439,7 @@ class ContinualLightningModule(pl.LightningModule):
             "current_task": self.current_task,
             "slot_live": self._slot_live,
             "adapters": self.adapters.state_dict() if self.adapters is not None else None,
+            "loss_terms": self.loss_terms.state_dict(),
             "gradient_transforms": [t.state_dict() for t in self.gradient_transforms],
         }
 
@@ -454,6 +465,7 @@ class ContinualLightningModule(pl.LightningModule):
             self.adapters.load_state_dict(state["adapters"])
             self.adapters.set_slot_enabled(state["slot_live"])
             self.adapters.set_slot_trainable(state["slot_live"])
+        self.loss_terms.load_state_dict(state.get("loss_terms", {}))
         for transform, saved in zip(self.gradient_transforms, state.get("gradient_transforms", [])):
             transform.load_state_dict(saved)
         self.current_task = int(state["current_task"])

@@ -55,6 +55,8 @@ def test_paper_run_composes(benchmark, method):
             assert reg.weight_for("WiC") == (1.2 if MODE[method] == "official" else DELTA_W_DEFAULT)
     elif method == "olora.yaml":
         assert names == ["olora_orthogonality", "l2"] and module.regularizers[0].weight == 0.5
+    elif method in ("ella.yaml", "ewc_lora.yaml", "ewc.yaml", "lwf.yaml"):  # one term named like the method
+        assert names == [method.removesuffix(".yaml")] and module.regularizers[0].weight > 0
     else:
         assert names == []
 

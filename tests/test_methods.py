@@ -94,3 +94,28 @@ def test_pertask_oracle_keeps_each_task_score(tmp_path, accelerator):
     # task 0 is always evaluated with its own adapter only, so training task 1 cannot change its score
     assert R[1][0] == R[0][0]
     assert metrics["BWT"] == 0.0
+
+
+# ----- later methods: ELLA, EWC-LoRA, EWC, LwF -------------------------------------------------------
+def metric_values(run_dir, column):
+    with open(run_dir / "metrics.csv") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, adapters", [("ella", "per_task"), ("ewc_lora", "per_task"), ("ewc", "shared"), ("lwf", "per_task")])
+def test_later_methods_run_with_their_terms(tmp_path, accelerator, method, adapters):
+    cli, metrics, columns = fit(tmp_path, method, accelerator=accelerator)
+    module = cli.model
+    assert module.method_name == method and module.adapter_mode == adapters
+    assert reg_columns(columns) == [method]
+    assert len(metrics["acc_matrix"]) == 2 and metrics["BWT"] is not None
+    values = metric_values(tmp_path / method, f"train/reg/{method}")
+    steps_per_task = len(values) // 2
+    # nothing to protect during the first task; a non-zero term during the second
+    assert all(v == 0.0 for v in values[:steps_per_task]) and any(v > 0.0 for v in values[steps_per_task:])
+    expected = module.adapters.slot_parameter_names(module.model) if adapters == "shared" else set()
+    assert {n for n, p in module.model.named_parameters() if p.requires_grad} == expected  # after the last task
+    if method in ("ewc_lora", "ewc"):
+        term = module.loss_terms.terms[method]
+        assert term.tasks == [0, 1] and all(torch.isfinite(v).all() and v.sum() > 0 for v in term.importance.values())

@@ -30,6 +30,9 @@ class LayerFactors(NamedTuple):
     B: Tensor  # trainable slot, d_out x r
     previous_A: Tensor  # finished tasks' A concatenated, R x d_in (raw, unscaled)
     scaling: float
+    # Finished tasks' B concatenated, d_out x R, each task's scaling folded in: the earlier tasks'
+    # summed update is ``previous_B @ previous_A`` (kept as factors also with consolidation="merge").
+    previous_B: Optional[Tensor] = None
 
 
 @dataclass
@@ -201,7 +204,7 @@ class ContinualLoRAModel:
 
     def layer_factors(self) -> list[LayerFactors]:
         return [
-            LayerFactors(name, layer.lora_A, layer.lora_B, layer.frozen_A, layer.scaling)
+            LayerFactors(name, layer.lora_A, layer.lora_B, layer.frozen_A, layer.scaling, layer.frozen_B)
             for name, layer in self.layers.items()
         ]
 

@@ -7,7 +7,7 @@ task's update is ``Delta W = B A`` (d_out x d_in). All functions use the raw fac
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -135,3 +135,174 @@ def l2_penalty(tensors: Iterable[Tensor]) -> Tensor:
     if not norms:
         raise ValueError("l2_penalty needs at least one tensor")
     return torch.stack(norms).sum()
+
+
+# ----- later methods: ELLA, EWC-LoRA, EWC, LwF -------------------------------------------------
+# Appended as one block (with its own ``__all__`` extension) so the functions above stay untouched.
+
+__all__ += [
+    "weighted_squared_product",
+    "weighted_squared_product_naive",
+    "ella_penalty",
+    "ella_penalty_naive",
+    "ewc_penalty",
+    "distillation_kl",
+]
+
+
+class _BlockedWeightedSquare(torch.autograd.Function):
+    """``sum_ij M_ij (B A)_ij^2`` and its gradients in one pass over row blocks of ``B A``.
+
+    ``weight_rows(start, stop)`` returns rows ``start:stop`` of the weight ``M`` (a slice of a dense
+    matrix, or a block computed from factors), so neither ``B A`` nor ``M`` is ever held whole. ``M``
+    is treated as a constant (no gradient flows into it).
+    """
+
+    @staticmethod
+    def forward(ctx, B: Tensor, A: Tensor, weight_rows, block_rows: int, need_grad: bool) -> Tensor:  # type: ignore[override]
+        with torch.autocast(device_type=B.device.type, enabled=False):
+            accumulate = torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype
+            total = torch.zeros((), dtype=accumulate, device=B.device)
+            grad_B = torch.empty_like(B) if need_grad else None
+            grad_A = torch.zeros_like(A) if need_grad else None
+            for start in range(0, B.shape[0], block_rows):
+                stop = min(start + block_rows, B.shape[0])
+                B_block = B[start:stop]
+                product = B_block @ A
+                weighted = weight_rows(start, stop).to(product.dtype) * product  # M * P
+                total += (weighted * product).sum(dtype=accumulate)
+                if need_grad:
+                    weighted.mul_(2)  # d/dP sum M P^2 = 2 M P
+                    grad_B[start:stop] = weighted @ A.transpose(0, 1)
+                    grad_A.addmm_(B_block.transpose(0, 1), weighted)
+        if need_grad:
+            ctx.save_for_backward(grad_B, grad_A)
+        ctx.need_grad = need_grad
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        if not ctx.need_grad:
+            raise RuntimeError("the weighted product penalty was computed without gradients (inputs did not require grad)")
+        grad_B, grad_A = ctx.saved_tensors
+        return grad_output * grad_B, grad_output * grad_A, None, None, None
+
+
+def _check_factors(B: Tensor, A: Tensor, what: str) -> None:
+    if B.dim() != 2 or A.dim() != 2 or B.shape[1] != A.shape[0]:
+        raise ValueError(f"{what} needs B (d_out x r) and A (r x d_in), got {tuple(B.shape)} and {tuple(A.shape)}")
+
+
+def _block_rows(block_rows: Optional[int], d_in: int) -> int:
+    if block_rows is None:
+        return max(1, DEFAULT_BLOCK_ELEMENTS // max(1, d_in))
+    if block_rows <= 0:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
+    return block_rows
+
+
+def _weighted_square(B: Tensor, A: Tensor, weight_rows, block_rows: int) -> Tensor:
+    need_grad = torch.is_grad_enabled() and (A.requires_grad or B.requires_grad)
+    return _BlockedWeightedSquare.apply(B, A, weight_rows, block_rows, need_grad)
+
+
+def weighted_squared_product_naive(B: Tensor, A: Tensor, weight: Tensor) -> Tensor:
+    """``sum(weight * (B @ A)**2)`` by materialising the product (reference implementation)."""
+    return (weight * (B @ A).square()).sum()
+
+
+def weighted_squared_product(B: Tensor, A: Tensor, weight: Tensor, block_rows: Optional[int] = None) -> Tensor:
+    """``sum_ij weight_ij (B A)_ij^2`` in row blocks: EWC-LoRA's Fisher-weighted penalty on an update.
+
+    Exact value and gradients (``grad_B = 2 (weight * BA) A^T``, ``grad_A = B^T 2 (weight * BA)``);
+    ``weight`` (d_out x d_in, e.g. a diagonal Fisher) is a constant. Peak extra memory: three blocks
+    of ``block_rows`` x d_in plus gradient buffers the size of the factors.
+
+    Raises:
+        ValueError: If the shapes do not fit or ``block_rows`` is not positive.
+
+    Example:
+        >>> B, A, M = torch.randn(6, 2), torch.randn(2, 5), torch.rand(6, 5)
+        >>> torch.allclose(weighted_squared_product(B, A, M), (M * (B @ A) ** 2).sum())
+        True
+    """
+    _check_factors(B, A, "weighted_squared_product")
+    if weight.shape != (B.shape[0], A.shape[1]):
+        raise ValueError(f"weight must be d_out x d_in = {B.shape[0]} x {A.shape[1]}, got {tuple(weight.shape)}")
+    weight = weight.detach()
+    return _weighted_square(B, A, lambda start, stop: weight[start:stop], _block_rows(block_rows, A.shape[1]))
+
+
+def ella_penalty_naive(B: Tensor, A: Tensor, past_B: Tensor, past_A: Tensor) -> Tensor:
+    """``||(B @ A) * (past_B @ past_A)||_F^2`` with both d_out x d_in matrices materialised (reference)."""
+    return ((B @ A) * (past_B @ past_A)).square().sum()
+
+
+def ella_penalty(B: Tensor, A: Tensor, past_B: Tensor, past_A: Tensor, block_rows: Optional[int] = None) -> Tensor:
+    """ELLA's penalty for one layer: ``||Delta W_t (elementwise) W_past||_F^2`` in row blocks.
+
+    ``Delta W_t = B A`` is the current task's update and ``W_past = past_B past_A`` the sum of the
+    earlier tasks' updates (their factors concatenated along the rank). The penalty equals
+    ``sum_ij W_past_ij^2 (B A)_ij^2``: a weighted square whose weight rows are computed block by block
+    from the factors, so neither matrix is held whole (exact gradients for ``B`` and ``A``; the past
+    is constant). Zero when there is no earlier task.
+
+    Raises:
+        ValueError: If the shapes do not fit or ``block_rows`` is not positive.
+
+    Example:
+        >>> B, A, Bp, Ap = torch.randn(6, 2), torch.randn(2, 5), torch.randn(6, 4), torch.randn(4, 5)
+        >>> torch.allclose(ella_penalty(B, A, Bp, Ap), ((B @ A) * (Bp @ Ap)).square().sum())
+        True
+    """
+    _check_factors(B, A, "ella_penalty")
+    _check_factors(past_B, past_A, "ella_penalty (past update)")
+    if past_B.shape[0] != B.shape[0] or past_A.shape[1] != A.shape[1]:
+        raise ValueError(f"the past update ({past_B.shape[0]} x {past_A.shape[1]}) and the current one "
+                         f"({B.shape[0]} x {A.shape[1]}) differ in shape")
+    if past_A.shape[0] == 0:
+        return A.new_zeros(())
+    past_B, past_A = past_B.detach().to(B.dtype), past_A.detach().to(A.dtype)
+    return _weighted_square(B, A, lambda start, stop: (past_B[start:stop] @ past_A).square_(), _block_rows(block_rows, A.shape[1]))
+
+
+def ewc_penalty(parameters: Sequence[Tensor], anchors: Sequence[Tensor], fishers: Sequence[Tensor]) -> Tensor:
+    """EWC's quadratic penalty ``sum_k sum F_k (theta_k - theta*_k)^2`` (Kirkpatrick et al., 2017, without 1/2).
+
+    Raises:
+        ValueError: If the three sequences differ in length or a shape differs.
+    """
+    if not (len(parameters) == len(anchors) == len(fishers)) or not parameters:
+        raise ValueError(f"ewc_penalty needs as many anchors and Fisher tensors as parameters (at least one), got "
+                         f"{len(parameters)}, {len(anchors)}, {len(fishers)}")
+    terms = []
+    for theta, anchor, fisher in zip(parameters, anchors, fishers):
+        if theta.shape != anchor.shape or theta.shape != fisher.shape:
+            raise ValueError(f"ewc_penalty: parameter {tuple(theta.shape)}, anchor {tuple(anchor.shape)} and Fisher "
+                             f"{tuple(fisher.shape)} must have one shape")
+        terms.append((fisher.detach() * (theta - anchor.detach()).square()).sum())
+    return torch.stack(terms).sum()
+
+
+def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0) -> Tensor:
+    """LwF's distillation term: mean over rows of ``KL(softmax(teacher / T) || softmax(student / T))``.
+
+    Rows are output positions (one distribution over the vocabulary each). The KL equals Li & Hoiem's
+    cross-entropy between the softened distributions minus the teacher's entropy, a constant: the
+    same gradient, and 0 when the student matches the teacher. Computed in float32; no ``T^2`` factor
+    (Li & Hoiem use none). Zero for zero rows.
+
+    Raises:
+        ValueError: If the shapes differ or the temperature is not positive.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    if student_logits.numel() == 0:
+        return student_logits.sum().float()
+    student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    rows = student.reshape(-1, student.shape[-1]).shape[0]
+    return torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="sum") / rows

@@ -111,3 +111,32 @@ def validate_regularizer(name: str, layers: Sequence[LayerFactors], options: dic
         for layer in layers:
             if layer.A.shape[1] != layer.B.shape[0]:
                 F.official_nlora_l1(layer.A, layer.B, layer.name)  # raises with the layer named
+
+
+# ----- later methods ---------------------------------------------------------------------------
+# A term that only makes sense for some adapter modes says so with ``fn.adapters``; the module
+# refuses other modes at construction (see ``nlora_lightning.losses.check_adapter_modes``).
+
+
+@register_regularizer("ella")
+def ella(layers: Sequence[LayerFactors], block_rows: Optional[int] = None) -> Tensor:
+    """ELLA's penalty, summed over layers: ``||Delta W_t (elementwise) W_past||_F^2``.
+
+    ``Delta W_t = (alpha / r) B_t A_t`` is the current task's update as the forward pass applies it and
+    ``W_past = previous_B @ previous_A`` the sum of the finished tasks' applied updates (the frozen
+    pair, kept as factors in every consolidation mode). Computed in row blocks with exact gradients
+    (:func:`~nlora_lightning.regularizers.functional.ella_penalty`); zero at the first task.
+
+    Args:
+        block_rows: Rows per block (default: ~1M entries per block).
+    """
+    values = []
+    for layer in layers:
+        if layer.previous_B is None:
+            raise ValueError(f"ella needs the finished tasks' B factors; layer {layer.name} has none (LayerFactors.previous_B)")
+        values.append(F.ella_penalty(layer.B * layer.scaling, layer.A, layer.previous_B, layer.previous_A, block_rows))
+    return _total(values, layers)
+
+
+ella.adapters = ("per_task",)
+ella.adapters_reason = "W_past is the sum of the earlier tasks' frozen adapters, and a shared adapter leaves none"
