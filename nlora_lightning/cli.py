@@ -173,7 +173,7 @@ def _logger_follows_default_root_dir(trainer: Namespace, words: Sequence[str]) -
 
 
 def _mark(error: BaseException) -> BaseException:
-    with suppress(AttributeError):
+    with suppress(AttributeError):  # an exception type with __slots__
         error.nlora_input_error = True
     return error
 
@@ -184,8 +184,7 @@ def _input_errors() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        with suppress(AttributeError):  # an exception type with __slots__
-            error.nlora_input_error = True
+        _mark(error)
         raise
 
 
