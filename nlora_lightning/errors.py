@@ -8,6 +8,9 @@ __all__ = [
     "ConfigurationError",
     "CheckpointMismatchError",
     "RunDirectoryError",
+    "OutputDirectoryError",
+    "CheckpointError",
+    "CommandLineError",
     "NonFiniteLossError",
     "ExportError",
 ]
@@ -31,6 +34,18 @@ class CheckpointMismatchError(NLoRAError, ValueError):
 
 class RunDirectoryError(NLoRAError, FileExistsError):
     """The run directory already holds a run that this command would overwrite."""
+
+
+class OutputDirectoryError(NLoRAError, OSError):
+    """The run directory cannot be created or written (read-only, or a parent is a file)."""
+
+
+class CheckpointError(NLoRAError, ValueError):
+    """A file given as ``--ckpt_path`` is not a checkpoint that can be read."""
+
+
+class CommandLineError(NLoRAError, ValueError):
+    """An option on the command line or in a ``--config`` file has the wrong type or does not exist."""
 
 
 class NonFiniteLossError(NLoRAError, FloatingPointError):

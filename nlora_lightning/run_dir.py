@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from nlora_lightning.errors import RunDirectoryError
+from nlora_lightning.errors import OutputDirectoryError, RunDirectoryError
 
-__all__ = ["RUN_FILES", "run_state", "guard_run_directory"]
+__all__ = ["RUN_FILES", "run_state", "guard_run_directory", "check_writable"]
 
 # Everything a fit writes into its run directory (and nothing else is touched by --overwrite).
 RUN_FILES = (
@@ -73,3 +74,30 @@ def guard_run_directory(directory: Path, resuming: bool, overwrite: bool, resume
         if (directory / name).exists():
             (directory / name).rename(trash / name)
     shutil.rmtree(trash)
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and check that a file can be written in it.
+
+    Raises:
+        OutputDirectoryError: Naming the path and the cause (a parent is a file, no permission,
+            read-only file system, ...).
+    """
+    directory = Path(directory)
+    blocking = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputDirectoryError(
+            f"cannot create the run directory {directory}: {blocking} is a file, not a directory; "
+            "choose another run directory (--trainer.default_root_dir DIR)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        where = error.filename or directory
+        raise OutputDirectoryError(
+            f"cannot write in the run directory {directory}: {error.strerror or error} ({where}); "
+            "make it writable or choose another run directory (--trainer.default_root_dir DIR)"
+        ) from None

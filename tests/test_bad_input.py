@@ -227,3 +227,57 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_lla
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+def console(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run the ``nlora`` console entry with ``args``; return (exit status, stderr)."""
+    from nlora_lightning import cli
+
+    monkeypatch.setattr(sys, "argv", ["nlora", *args])
+    with pytest.raises(SystemExit) as caught:
+        cli.run()
+    return caught.value.code, capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_says_so_and_changes_no_byte(finished_run, monkeypatch, capsys):
+    before = snapshot(finished_run / "run")
+    code, err = console(monkeypatch, capsys, "fit", *run_args(finished_run, finished_run / "data"), "--ckpt_path", "last")
+    assert code == 1
+    assert err.endswith(f"nlora: error: RunDirectoryError: run {finished_run / 'run'} already finished: nothing to resume; "
+                        "pass --overwrite to train it again\n"), err
+    assert "Traceback" not in err
+    assert snapshot(finished_run / "run") == before
+
+
+def test_explicit_checkpoint_file_is_compared_with_the_settings_given(finished_run, tmp_path):
+    checkpoint = str(finished_run / "run" / "checkpoints" / "last.ckpt")
+    elsewhere = ["--trainer.default_root_dir", str(tmp_path / "new"), "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 "--trainer.logger.init_args.name", "new"]
+    # LightningCLI alone would load r=4 from the checkpoint over the r=2 given here, and train.
+    with pytest.raises(CheckpointMismatchError, match=r"lora: checkpoint .*'r': 4.* vs now .*'r': 2"):
+        main(["fit", *run_args(finished_run, finished_run / "data"), *elsewhere, "--model.lora.r", "2", "--ckpt_path", checkpoint])
+    with pytest.raises(CheckpointMismatchError, match=r"regularizers: checkpoint .*nlora_l1.* vs now .*olora_orthogonality"):
+        main(["fit", *run_args(finished_run, finished_run / "data"), *elsewhere, "--ckpt_path", checkpoint,
+              "--model.regularizers", '[{"name": "olora_orthogonality", "weight": 0.1}]'])
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_file_that_is_no_checkpoint_gets_one_line(finished_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.ckpt").write_text("hello")
+    code, err = console(monkeypatch, capsys, "fit", *run_args(finished_run, finished_run / "data"), "--overwrite",
+                        "--trainer.logger.init_args.save_dir", str(tmp_path), "--ckpt_path", str(tmp_path / "notes.ckpt"))
+    assert code == 1 and "Traceback" not in err and "weights_only=False" not in err
+    line = err.splitlines()[-1]
+    assert line.startswith(f"nlora: error: CheckpointError: ckpt_path '{tmp_path / 'notes.ckpt'}' is not a checkpoint: "
+                           "torch.load(weights_only=True) cannot read it ("), err
+    assert line.endswith("); give a .ckpt file written by nlora fit, or --ckpt_path last"), err
+
+
+def test_run_directory_under_a_file_gets_one_line(finished_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    code, err = console(monkeypatch, capsys, "fit", *run_args(finished_run, finished_run / "data"),
+                        "--trainer.logger.init_args.save_dir", str(tmp_path / "a-file"))
+    assert code == 1 and "Traceback" not in err
+    assert err.endswith(f"nlora: error: OutputDirectoryError: cannot create the run directory {tmp_path / 'a-file' / 'run'}: "
+                        f"{tmp_path / 'a-file'} is a file, not a directory; choose another run directory "
+                        "(--trainer.default_root_dir DIR)\n"), err

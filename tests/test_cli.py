@@ -95,3 +95,38 @@ def test_bad_setting_fails_in_one_line_before_writing(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "LoRA rank r must be a positive integer, got r=0" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+PARSE_ERRORS = [
+    ("task list as one string", ["--data.tasks", "reviews,topics"], "data.tasks expects list[str] or null, got 'reviews,topics'"),
+    ("lambda not a number", ["--model.regularizers", '[{"name": "nlora_l1", "weight": "abc"}]'],
+     "model.regularizers -> weight expects float or null, got 'abc'"),
+    ("fractional sample cap", ["--data.max_eval_samples", "1.5"], "data.max_eval_samples expects int or null, got '1.5'"),
+    ("missing config file", ["--config", "{tmp}/nope.yaml"], "--config: file does not exist: '{tmp}/nope.yaml'"),
+    ("typo'd key in a config file", ["--config", "{tmp}/typo.yaml"], "unknown option 'modle.lora.r' (did you mean 'model.lora.r'?)"),
+]
+
+
+@pytest.mark.parametrize("case, extra, cause", PARSE_ERRORS, ids=[c[0] for c in PARSE_ERRORS])
+def test_parse_errors_are_one_line_with_the_expected_type(tmp_path, monkeypatch, capsys, case, extra, cause):
+    from nlora_lightning import cli
+
+    (tmp_path / "typo.yaml").write_text("modle:\n  lora: {r: 2}\n")
+    extra = [word.replace("{tmp}", str(tmp_path)) for word in extra]
+    monkeypatch.setattr(sys, "argv", ["nlora", "fit", "--config", str(REPO / "configs" / "tiny.yaml"), *extra])
+    with pytest.raises(SystemExit) as caught:
+        cli.run()
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err == f"nlora: error: CommandLineError: {cause.replace('{tmp}', str(tmp_path))}; see: nlora fit --help\n"
+
+
+def test_default_root_dir_moves_the_run_directory(tmp_path):
+    from nlora_lightning.callbacks.forgetting_metrics import run_dir
+    from nlora_lightning.cli import NLoRACLI
+
+    tiny = ["--config", str(REPO / "configs" / "tiny.yaml"), "--trainer.default_root_dir", str(tmp_path / "elsewhere")]
+    assert run_dir(NLoRACLI(args=tiny, run=False).trainer) == tmp_path / "elsewhere"
+    # logger options given on the command line win
+    named = NLoRACLI(args=[*tiny, "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "x"], run=False)
+    assert run_dir(named.trainer) == tmp_path / "x"

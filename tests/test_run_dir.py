@@ -1,6 +1,7 @@
 """Run-directory states and the guard that keeps a new fit from overwriting a run."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,33 @@ def test_overwrite_removes_only_run_files(tmp_path):
     (directory / "notes.txt").write_text("mine")
     guard_run_directory(directory, resuming=False, overwrite=True)
     assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+
+
+def test_unwritable_run_directory_is_named_with_its_cause(tmp_path, monkeypatch):
+    from nlora_lightning import run_dir
+    from nlora_lightning.errors import OutputDirectoryError
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputDirectoryError, match=rf"cannot create the run directory {tmp_path}/a-file/run: {tmp_path}/a-file is a file"):
+        run_dir.check_writable(tmp_path / "a-file" / "run")
+
+    def refuse(**kwargs):  # what a read-only directory answers (root ignores chmod, so it is simulated)
+        raise PermissionError(13, "Permission denied", kwargs.get("dir"))
+
+    monkeypatch.setattr(run_dir.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputDirectoryError, match=rf"cannot write in the run directory {tmp_path}/ro: Permission denied"):
+        run_dir.check_writable(tmp_path / "ro")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_run_directory_is_refused(tmp_path):
+    from nlora_lightning.errors import OutputDirectoryError
+    from nlora_lightning.run_dir import check_writable
+
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    try:
+        with pytest.raises(OutputDirectoryError, match="Permission denied"):
+            check_writable(tmp_path / "ro")
+    finally:
+        (tmp_path / "ro").chmod(0o700)

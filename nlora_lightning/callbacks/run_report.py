@@ -125,7 +125,10 @@ class RunReport(Callback):
         status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
         self.info.update(status=status, error=f"{type(exception).__name__}: {exception}", finished=_now(),
                          train_time_s=self._train_time_s())
-        self._write(trainer)
+        try:
+            self._write(trainer)
+        except Exception as error:  # raising here would bury the exception being handled under a second one
+            log.warning("run_info.json could not record the %s run: %s: %s", status, type(error).__name__, error)
 
     def state_dict(self) -> dict[str, Any]:
         return {"started": self._started, "train_time_s": self._train_time_s()}

@@ -1,12 +1,14 @@
 """Reading the CL_Benchmark layout: task lookup, presets, validation of every file and record.
 
 Layout (O-LoRA / N-LoRA): ``<data_dir>/<group>/<task>/{train,test,labels}.json`` with train/test
-JSON lists of ``{"label": str, "sentence": str}``, labels.json a list of strings, and the
-instructions in ``<data_dir>/_meta/instruction_config.json`` keyed by group.
+JSON lists of ``{"label": str, "sentence": str}``, labels.json a list of distinct strings, and the
+instructions in ``<data_dir>/_meta/instruction_config.json`` keyed by group (or any file given as
+``data.instruction_config``: O-LoRA's own layout keeps it in its repo's ``configs/`` folder).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 from dataclasses import dataclass
@@ -69,7 +71,7 @@ def _check_data_dir(data_dir: Path) -> None:
 
 def find_task_dir(data_dir: Path, name: str) -> Path:
     _check_data_dir(data_dir)
-    matches = sorted(p for p in data_dir.glob(f"*/{name}") if p.is_dir())
+    matches = sorted(p for p in data_dir.glob(f"*/{glob.escape(name)}") if p.is_dir())  # names like rev[1]
     if not matches:
         available = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir() and not p.parent.name.startswith("_"))
         raise FileNotFoundError(f"task {name!r} not found in {data_dir} (looked for <group>/{name}/); tasks there: {available}")
@@ -82,26 +84,55 @@ def _read_json(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"missing file {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark (some Windows editors) is accepted
+        if not text.strip():
+            raise DataError(f"{path} is empty ({path.stat().st_size} bytes): it must hold JSON")
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"malformed JSON in {path}: {error.msg} at line {error.lineno}, column {error.colno}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path} is not UTF-8 text: {error}") from None
 
 
-def load_instructions(data_dir: Path) -> dict[str, str]:
-    """Group -> instruction text, from ``_meta/instruction_config.json`` (or ``instruction_config.json``)."""
+_INSTRUCTION_FORMAT = 'a JSON object mapping each task group to a list of instructions, e.g. {"SC": [{"instruction": "What is the sentiment? ..."}]} (plain strings in the list also work; the first is used)'
+
+
+def load_instructions(data_dir: Path, instruction_config: Optional[str | Path] = None) -> dict[str, str]:
+    """Group -> instruction text, from ``instruction_config`` or, by default, ``_meta/instruction_config.json``
+    (or ``instruction_config.json``) in ``data_dir``.
+
+    Raises:
+        FileNotFoundError: Saying where it looked, what the file holds, and naming ``data.instruction_config``.
+        DataError: The file is not a group -> list of instructions mapping.
+    """
     _check_data_dir(data_dir)
-    for candidate in (data_dir / "_meta" / "instruction_config.json", data_dir / "instruction_config.json"):
+    if instruction_config is not None:
+        candidates = [Path(instruction_config)]
+        if not candidates[0].is_file():
+            raise FileNotFoundError(f"data.instruction_config {str(instruction_config)!r} does not exist; it must be {_INSTRUCTION_FORMAT}")
+    else:
+        candidates = [data_dir / "_meta" / "instruction_config.json", data_dir / "instruction_config.json"]
+    for candidate in candidates:
         if candidate.is_file():
             raw = _read_json(candidate)
             try:
-                return {group: entries[0]["instruction"] for group, entries in raw.items()}
+                return {group: _first_instruction(entries) for group, entries in raw.items()}
             except (TypeError, KeyError, IndexError, AttributeError):
-                raise DataError(
-                    f"{candidate} must map each group to a list of {{'instruction': str}} entries"
-                ) from None
-    raise FileNotFoundError(f"no instruction_config.json in {data_dir / '_meta'} or {data_dir}")
+                raise DataError(f"{candidate} must be {_INSTRUCTION_FORMAT}") from None
+    raise FileNotFoundError(
+        f"no instruction file: looked for {candidates[0]} and {candidates[1]}; it must be {_INSTRUCTION_FORMAT}; "
+        "with O-LoRA's layout it is configs/instruction_config.json in their repository: pass it as "
+        "--data.instruction_config PATH"
+    )
+
+
+def _first_instruction(entries) -> str:
+    if not isinstance(entries, list):
+        raise TypeError(entries)
+    text = entries[0] if isinstance(entries[0], str) else entries[0]["instruction"]
+    if not isinstance(text, str):
+        raise TypeError(text)
+    return text
 
 
 def _validate_records(path: Path, raw, labels: list[str], on_unknown_label: UnknownLabelPolicy) -> list[dict[str, str]]:
@@ -158,6 +189,9 @@ def load_task(
     labels = _read_json(task_dir / "labels.json")
     if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
         raise DataError(f"{task_dir / 'labels.json'} must be a non-empty JSON list of strings")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise DataError(f"{task_dir / 'labels.json'} lists label(s) {duplicates} more than once; each label must appear once")
     if instructions is None:
         instructions = load_instructions(data_dir)
     instruction = None

@@ -99,6 +99,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         cache_dir: Where tokenised datasets are cached (default ``$NLORA_DATASETS_CACHE``, else
             ``$NLORA_CACHE_DIR/datasets``).
+        instruction_config: The instruction file (group -> list of instructions); default: looked
+            for in ``data_dir/_meta`` and ``data_dir`` (O-LoRA keeps it in its repo's ``configs/``).
 
     Raises:
         ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
@@ -131,6 +133,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         seed: int = 42,
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
+        instruction_config: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.task_names = resolve_task_names(tasks, preset)
@@ -150,6 +153,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if eval_schedule not in EVAL_SCHEDULES:
             raise ConfigurationError(f"data.eval_schedule must be one of {list(EVAL_SCHEDULES)}, got {eval_schedule!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
+        self.instruction_config = instruction_config
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
         self.epochs_per_task = epochs_per_task
@@ -253,7 +257,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
     def load_tasks(self) -> list[TaskData]:
         """Read and validate every task's files (once); bad data fails here, before anything is written."""
         if self._tasks is None:
-            instructions = load_instructions(self.data_dir)
+            instructions = load_instructions(self.data_dir, self.instruction_config)
             self._tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
         return self._tasks
 

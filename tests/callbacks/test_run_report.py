@@ -57,3 +57,14 @@ def test_failed_fit_is_recorded(tiny, tiny_llama_init, make_trainer, tmp_path):
     assert info["status"] == "failed" and "RuntimeError: boom at train start" in info["error"]
     assert info["method"] == "inclora" and info["tasks"] == ["reviews", "topics"]
     assert not (tmp_path / "run" / "report.md").exists()
+
+
+def test_exception_handler_never_raises_when_the_run_directory_is_unwritable(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    (tmp_path / "a-file").write_text("")
+    trainer = SimpleNamespace(is_global_zero=True, logger=SimpleNamespace(log_dir=str(tmp_path / "a-file" / "run")),
+                              default_root_dir=str(tmp_path), optimizers=[], callbacks=[])
+    report = RunReport()
+    report.on_exception(trainer, SimpleNamespace(method_name="nlora"), PermissionError("the error being handled"))
+    assert "run_info.json could not record the failed run" in caplog.text

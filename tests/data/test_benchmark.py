@@ -53,3 +53,59 @@ def test_unknown_label_policies(tmp_path):
 def test_instructions_read_from_meta(tmp_path):
     write_task(tmp_path)
     assert load_instructions(tmp_path) == {"SC": "Pick.\n"}
+
+
+def test_task_names_with_glob_characters_are_found(tmp_path):
+    write_task(tmp_path, task="rev[1]")
+    write_task(tmp_path, task="rev1")  # what the unescaped pattern rev[1] would match instead
+    assert load_task(tmp_path, "rev[1]").name == "rev[1]"
+
+
+def test_empty_file_says_so(tmp_path):
+    folder = write_task(tmp_path)
+    (folder / "train.json").write_text("")
+    with pytest.raises(DataError, match=r"train.json is empty \(0 bytes\): it must hold JSON"):
+        load_task(tmp_path, "mini")
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    folder = write_task(tmp_path)
+    (folder / "labels.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(["good", "bad"]).encode())
+    assert load_task(tmp_path, "mini").labels == ["good", "bad"]
+
+
+def test_duplicate_labels_are_refused_by_name(tmp_path):
+    write_task(tmp_path, labels=("good", "bad", "good"))
+    with pytest.raises(DataError, match=r"labels.json lists label\(s\) \['good'\] more than once"):
+        load_task(tmp_path, "mini")
+
+
+def test_olora_layout_needs_the_instruction_file_named(tmp_path):
+    write_task(tmp_path / "data")
+    (tmp_path / "data" / "_meta" / "instruction_config.json").rename(tmp_path / "instruction_config.json")
+    with pytest.raises(FileNotFoundError) as caught:
+        load_instructions(tmp_path / "data")
+    message = str(caught.value)
+    assert f"looked for {tmp_path / 'data' / '_meta' / 'instruction_config.json'} and" in message
+    assert "mapping each task group to a list of instructions" in message and "--data.instruction_config PATH" in message
+    assert load_instructions(tmp_path / "data", tmp_path / "instruction_config.json") == {"SC": "Pick.\n"}
+    with pytest.raises(FileNotFoundError, match="data.instruction_config '/no/file.json' does not exist; it must be"):
+        load_instructions(tmp_path / "data", "/no/file.json")
+
+
+def test_instruction_file_may_list_plain_strings(tmp_path):
+    write_task(tmp_path)
+    (tmp_path / "mine.json").write_text(json.dumps({"SC": ["Choose.\n"]}))
+    assert load_instructions(tmp_path, tmp_path / "mine.json") == {"SC": "Choose.\n"}
+    (tmp_path / "bad.json").write_text(json.dumps({"SC": "Choose.\n"}))
+    with pytest.raises(DataError, match="must be a JSON object mapping each task group to a list of instructions"):
+        load_instructions(tmp_path, tmp_path / "bad.json")
+
+
+def test_data_module_passes_the_instruction_file_on(tmp_path):
+    from nlora_lightning import TaskSequenceDataModule
+
+    write_task(tmp_path / "data")
+    (tmp_path / "data" / "_meta" / "instruction_config.json").rename(tmp_path / "instructions.json")
+    dm = TaskSequenceDataModule(tasks=["mini"], data_dir=str(tmp_path / "data"), instruction_config=str(tmp_path / "instructions.json"))
+    assert dm.load_tasks()[0].instruction == "Pick.\n"
