@@ -64,7 +64,7 @@ def run_config(run_dir: Path, forward_transfer: bool) -> Path:
     config = {
         "trainer": {
             "default_root_dir": str(run_dir),
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+            "logger": {"class_path": "nlora_lightning.loggers.ContinualCSVLogger",
                        "init_args": {"save_dir": str(run_dir.parent), "name": run_dir.name, "version": ""}},
             "callbacks": [
                 {"class_path": "nlora_lightning.callbacks.FreezePreviousAdapters"},
