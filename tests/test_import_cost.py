@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL_CODE = ("transformers", "peft", "datasets", "nlora_lightning.module", "nlora_lightning.models")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -11,7 +12,8 @@ import torch
 
 from nlora_lightning.callbacks import CollisionMonitor, ForgettingMetrics, FreezePreviousAdapters
 from nlora_lightning.errors import ConfigurationError
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def example_code() -> str:
@@ -47,6 +49,7 @@ def accuracy_after(ns: dict, module, data, stage: int, task: int) -> float:
     return float((logits.argmax(-1) == y).float().mean())
 
 
+@pytest.mark.slow
 def test_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns = run(example_code())
@@ -107,6 +110,7 @@ def quick_trainer(callbacks, **kwargs) -> pl.Trainer:
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("starts_itself", [False, True], ids=["callback_starts_stage_0", "module_starts_stage_0"])
 def test_unset_trainer_settings_are_set_and_each_stage_trains_on_its_task(example, starts_itself):
     # No max_epochs, no reload_dataloaders_every_n_epochs: before issue 13 every stage trained on task 0's loader.
