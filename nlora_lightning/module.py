@@ -453,7 +453,8 @@ class ContinualLightningModule(pl.LightningModule):
         if state is None:
             raise CheckpointMismatchError("this checkpoint was not written by nlora_lightning (no 'nlora' entry)")
         mine, theirs = self.identity(), state["identity"]
-        differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+        keys = [*mine, *(k for k in theirs if k not in mine)]  # a setting only one side has differs too
+        differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
         if differences:
             raise CheckpointMismatchError("the checkpoint was written for another model or method; " + "; ".join(differences))
         return state

@@ -64,6 +64,9 @@ def test_transform_state_travels_in_the_checkpoint(tiny, tiny_llama_init):
     other = tiny.module(tiny_llama_init, gradient_transforms=[{"name": "_test_counter", "options": {"factor": 0.5}}])
     with pytest.raises(CheckpointMismatchError, match="gradient_transforms"):
         other.on_load_checkpoint(checkpoint)
+    without = tiny.module(tiny_llama_init)  # resuming a run that had a transform without it is refused too
+    with pytest.raises(CheckpointMismatchError, match="gradient_transforms: checkpoint .*_test_counter.* vs now None"):
+        without.on_load_checkpoint(checkpoint)
 
 
 def test_checkpoints_without_transforms_keep_their_identity(tiny, tiny_llama_init):
