@@ -31,7 +31,20 @@ def l1_of_product_naive(B: Tensor, A: Tensor) -> Tensor:
     return (B @ A).abs().sum()
 
 
-class _BlockedProductL1(torch.autograd.Function):
+class _GradientsInForward(torch.autograd.Function):
+    """Base of the blocked penalties: ``forward`` saves the factors' gradients ``(grad_B, grad_A)``
+    it accumulated while computing the value; ``backward`` only scales them."""
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        if not ctx.need_grad:
+            raise RuntimeError(f"{ctx.penalty_name} was computed without gradients (inputs did not require grad)")
+        grad_B, grad_A = ctx.saved_tensors
+        return (grad_output * grad_B, grad_output * grad_A) + (None,) * ctx.num_constant_inputs
+
+
+class _BlockedProductL1(_GradientsInForward):
     """||B A||_1 and its gradients in one pass over row blocks of B A.
 
     The gradients are accumulated while the value is computed (they need the same block of
@@ -62,16 +75,8 @@ class _BlockedProductL1(torch.autograd.Function):
                     grad_A.addmm_(B_block.transpose(0, 1), sign)
         if need_grad:
             ctx.save_for_backward(grad_B, grad_A)
-        ctx.need_grad = need_grad
+        ctx.need_grad, ctx.penalty_name, ctx.num_constant_inputs = need_grad, "l1_of_product", 2
         return row_l1.sum()  # fp32 for half-precision factors: a bf16 sum of millions of entries is coarse
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        if not ctx.need_grad:
-            raise RuntimeError("l1_of_product was computed without gradients (inputs did not require grad)")
-        grad_B, grad_A = ctx.saved_tensors
-        return grad_output * grad_B, grad_output * grad_A, None, None
 
 
 def l1_of_product(B: Tensor, A: Tensor, block_rows: Optional[int] = None) -> Tensor:
@@ -155,7 +160,7 @@ __all__ += [
 ]
 
 
-class _BlockedWeightedSquare(torch.autograd.Function):
+class _BlockedWeightedSquare(_GradientsInForward):
     """``sum_ij M_ij (B A)_ij^2`` and its gradients in one pass over row blocks of ``B A``.
 
     ``weight_rows(start, stop)`` returns rows ``start:stop`` of the weight ``M`` (a slice of a dense
@@ -182,16 +187,8 @@ class _BlockedWeightedSquare(torch.autograd.Function):
                     grad_A.addmm_(B_block.transpose(0, 1), weighted)
         if need_grad:
             ctx.save_for_backward(grad_B, grad_A)
-        ctx.need_grad = need_grad
+        ctx.need_grad, ctx.penalty_name, ctx.num_constant_inputs = need_grad, "the weighted product penalty", 3
         return total
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        if not ctx.need_grad:
-            raise RuntimeError("the weighted product penalty was computed without gradients (inputs did not require grad)")
-        grad_B, grad_A = ctx.saved_tensors
-        return grad_output * grad_B, grad_output * grad_A, None, None, None
 
 
 def _check_factors(B: Tensor, A: Tensor, what: str) -> None:
