@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nlora_lightning.errors import CheckpointMismatchError
+from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
 from nlora_lightning.gradients import GRADIENT_TRANSFORMS, GradientTransform, register_gradient_transform
 from nlora_lightning.gradients.migu import MIGU
 
@@ -31,6 +31,15 @@ class TaskCounter(GradientTransform):
 
 if "_test_counter" not in GRADIENT_TRANSFORMS:
     register_gradient_transform("_test_counter")(TaskCounter)
+
+
+@pytest.mark.parametrize("config, message", [
+    ([{"name": "migo"}], r"unknown gradient transform 'migo'; registered: \[.*'gorp', 'migu'"),
+    ([{"name": "migu", "options": {"top": 0.3}}], r"gradient transform 'migu' has no option\(s\) \['top'\]; its options are"),
+])
+def test_unknown_transforms_and_options_are_refused_in_one_line(tiny, tiny_llama_init, config, message):
+    with pytest.raises(ConfigurationError, match=message):
+        tiny.module(tiny_llama_init, adapters="shared", gradient_transforms=config)
 
 
 def test_registering_a_name_twice_is_refused():
