@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from nlora_lightning.io import write_text_atomic  # noqa: E402
 from nlora_lightning.regularizers.defaults import lambda_form  # noqa: E402
 from nlora_lightning.reporting.runfiles import RunFiles, format_percent, read_run  # noqa: E402
+from nlora_lightning.run_dir import run_state  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "real_data"
 TABLE, PLOT = "lambda_sweep.md", "lambda_sweep.png"
@@ -150,8 +151,12 @@ def plot_png(points: Sequence[SweepPoint], baseline: Optional[SweepPoint]) -> by
 
 
 def default_runs(seed: int) -> list[Path]:
-    sweep = sorted((RESULTS / "lambda_sweep").glob(f"lambda_*/nlora-seed{seed}"))
-    return sweep + [RESULTS / f"nlora-seed{seed}"]
+    """The sweep's finished runs of ``seed`` (a run still training, or killed, is left out and named)."""
+    runs = sorted((RESULTS / "lambda_sweep").glob(f"lambda_*/nlora-seed{seed}")) + [RESULTS / f"nlora-seed{seed}"]
+    for run in runs:
+        if run_state(run) != "finished":
+            print(f"[skip] {run.relative_to(RESULTS)} is {run_state(run)}", file=sys.stderr)
+    return [run for run in runs if run_state(run) == "finished"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

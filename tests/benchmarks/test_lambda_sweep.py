@@ -84,3 +84,14 @@ def test_runs_of_different_forms_or_per_task_lambdas_are_refused(lambda_sweep, t
     with pytest.raises(SystemExit):
         lambda_sweep.main([str(tmp_path / "nowhere"), "--no-baseline", "--out", str(tmp_path / "out")])
     assert "not a run directory" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_default_runs_leave_out_runs_that_have_not_finished(lambda_sweep, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(lambda_sweep, "RESULTS", tmp_path)
+    done = write_run(tmp_path / "lambda_sweep" / "lambda_1e-4" / "nlora-seed0", 1e-4, [0.6, 0.4, 0.8], [0.5, 0.4, 0.8], (0.1, 0.2, 0.3))
+    training = write_run(tmp_path / "lambda_sweep" / "lambda_1e-5" / "nlora-seed0", 1e-5, [0.6, 0.4, 0.8], [0.5, 0.4, 0.8], (0.1, 0.2, 0.3))
+    for run, status in ((done, "finished"), (training, "running")):
+        info = json.loads((run / "run_info.json").read_text())
+        (run / "run_info.json").write_text(json.dumps({**info, "status": status}))
+    assert lambda_sweep.default_runs(0) == [done]  # the main table's nlora-seed0 does not exist here either
+    assert "lambda_sweep/lambda_1e-5/nlora-seed0 is unfinished" in capsys.readouterr().err
