@@ -1,6 +1,5 @@
 """GORP (LoRA part): subspaces built at task ends from Adam's first moment, projection, checkpoint state, a tiny run."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -8,14 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from nlora_lightning.cli import NLoRACLI
 from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.gradients.functional import energy_basis, expand_basis
 from nlora_lightning.gradients.gorp import GORP
 from nlora_lightning.lora import ContinualLoRALinear
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def fake_module(seed=0):
@@ -108,17 +105,9 @@ class OrthogonalInTaskOne(pl.Callback):
 
 
 @pytest.mark.slow
-def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp_path, accelerator):
+def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp_path, accelerator, fit_method_on_tiny):
     probe = OrthogonalInTaskOne()
-    args = [
-        "--config", str(REPO / "configs/tiny.yaml"), "--config", str(REPO / "configs/methods/gorp.yaml"),
-        "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(tmp_path / "gorp"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "gorp",
-        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
-    ]
-    cli = NLoRACLI(args=args, run=False)
-    cli.trainer.callbacks.append(probe)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli = fit_method_on_tiny("gorp", probe, tmp_path, accelerator)
     module, gorp = cli.model, cli.model.gradient_transforms[0]
     assert module.method_name == "gorp" and sorted(module.adapters.snapshots) == [0, 1]
     assert probe.checked > 0, "no layer had a non-empty subspace during task 1"

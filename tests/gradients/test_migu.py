@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -10,13 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from nlora_lightning.cli import NLoRACLI
 from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.gradients.migu import MIGU
 from nlora_lightning.lora import ContinualLoRALinear
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_layer(seed=0, d_in=6, d_out=9, r=4):
@@ -138,17 +135,9 @@ class FirstStepOfTaskOne(pl.Callback):
 
 
 @pytest.mark.slow
-def test_migu_config_runs_and_masks_rows(tmp_path, accelerator):
+def test_migu_config_runs_and_masks_rows(tmp_path, accelerator, fit_method_on_tiny):
     probe = FirstStepOfTaskOne()
-    args = [
-        "--config", str(REPO / "configs/tiny.yaml"), "--config", str(REPO / "configs/methods/migu.yaml"),
-        "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(tmp_path / "migu"),
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", "migu",
-        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
-    ]
-    cli = NLoRACLI(args=args, run=False)
-    cli.trainer.callbacks.append(probe)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli = fit_method_on_tiny("migu", probe, tmp_path, accelerator)
     module = cli.model
     assert module.method_name == "migu" and module.adapter_mode == "shared"
     assert sorted(module.adapters.snapshots) == [0, 1]
