@@ -119,6 +119,50 @@ def test_packed_candidates_score_like_one_by_one_and_full_sequences(llama, monke
     torch.testing.assert_close(packed, one_by_one, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed, full, rtol=1e-4, atol=1e-4)
     assert torch.equal(F.rank_answers(model, prompts, candidates, tok.pad_token_id, False), one_by_one.argmax(-1))
+    with torch.no_grad():  # the bound prunes nothing on a random model: every candidate is a contender
+        best_only = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, cpu, best_only=True)
+    kept = best_only.isfinite()
+    torch.testing.assert_close(best_only[kept], one_by_one[kept], rtol=1e-5, atol=1e-5)
+    assert torch.equal(best_only.argmax(-1), one_by_one.argmax(-1))
+
+
+def _fed_tokens(model) -> tuple[list[int], object]:
+    """Counts the tokens of each forward pass of the decoder body (prompt pass included)."""
+    fed: list[int] = []
+    handle = model.base_model.register_forward_pre_hook(lambda _, args, kwargs: fed.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    return fed, handle
+
+
+def test_ranking_feeds_only_candidates_that_can_win(llama):
+    # A confident model (sharpened head) whose greedy continuation is one of the labels: every other
+    # label's first token is far less likely than that label's whole answer, so the bound drops
+    # them after one pass of the leader's tokens, and the argmax equals the full scores' argmax.
+    model, tok = llama
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    prompts = [tok.encode("Q1\nAnswer:"), tok.encode("A much longer question\nAnswer:")]
+    greedy = []
+    for p in prompts:
+        ids = list(p)
+        for _ in range(3):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+        greedy.append(ids[len(p) :])
+    others = [tok.encode(label) + [tok.eos_token_id] for label in (" yes", " no", " maybe so")]
+    candidates = [c for c in others if c not in greedy] + [greedy[0], greedy[1]]
+    cpu = torch.device("cpu")
+    fed, handle = _fed_tokens(model)
+    try:
+        with torch.no_grad():
+            best_only = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, cpu, best_only=True)
+            prompt_pass, leader_pass, *contender_passes = fed
+            full = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, cpu)
+    finally:
+        handle.remove()
+    assert torch.equal(best_only.argmax(-1), full.argmax(-1))
+    assert leader_pass == len(prompts) * 2  # the leader's 3 tokens less the last, per prompt
+    assert len(contender_passes) <= 1 and best_only[:, : len(candidates) - 2].isinf().all()  # the labels are dropped
+    kept = best_only.isfinite()
+    torch.testing.assert_close(best_only[kept], full[kept], rtol=1e-4, atol=1e-4)
 
 
 def test_single_token_candidates_need_no_second_pass(llama):
