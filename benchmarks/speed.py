@@ -6,8 +6,9 @@
 Every ratio compares variants timed round-robin in the same process (one step of each variant per
 round, median over rounds, after warm-up), so drift of the machine affects all variants alike.
 The last line printed is one JSON object with the keys of issue #4, ``callbacks_import_s``
-(issue #13: CPU seconds to import the callbacks in a fresh interpreter, the minimum of several) and
-``machine``; the full table goes to benchmarks/results/performance.md (``--write``).
+(issue #13: CPU seconds to import the callbacks in a fresh interpreter, the minimum of several),
+``eval_rank_vs_generate_trained`` (issue #13: ranking vs generation after 4 training steps on the
+task, where one label dominates; ``eval_rank_vs_generate`` is the zero-shot model) and ``machine``; the full table goes to benchmarks/results/performance.md (``--write``).
 ``--imports-only`` measures the import times alone.
 """
 
@@ -44,8 +45,8 @@ from benchmarks.memory import LiveTensorMeter, storage_bytes  # noqa: E402
 KEYS = [
     "nlora_vs_peft_step", "olora_vs_peft_step", "nlora_official_vs_peft_step", "task15_vs_task1_step",
     "l1_memory_ratio_d4096", "l1_time_ratio_d4096", "answer_only_speedup", "eval_rank_vs_generate", "qlora4_memory_ratio",
-    "callbacks_import_s",
-]  # issue #4's keys, then issue #13's import time: the last line's JSON carries these plus "machine"
+    "callbacks_import_s", "eval_rank_vs_generate_trained",
+]  # issue #4's keys, then issue #13's figures: the last line's JSON carries these plus "machine"
 IMPORTS = {  # what each import figure times, in a fresh interpreter
     "callbacks_import_s": "import nlora_lightning.callbacks",
     "lightning_import_s": "import lightning.pytorch",
@@ -60,11 +61,12 @@ RANDOM_SHAPES = {  # real architectures, random weights: speed does not depend o
 
 
 # ----- inputs ------------------------------------------------------------------------------
-def real_examples(tokenizer, data_dir: Path, task: str, count: int, decoder_only: bool, max_len: int) -> list[dict]:
+def real_examples(tokenizer, data_dir: Path, task: str, count: int, decoder_only: bool, max_len: int,
+                  split: str = "test") -> list[dict]:
     data = load_task(data_dir, task)
     config = EncodingConfig(max_len, 16, decoder_only)
     examples = []
-    for record in data.records["test"][:count]:
+    for record in data.records[split][:count]:
         prompt, span = build_prompt(data.name, data.group, data.instruction, data.labels, record["sentence"])
         ids, _ = encode_prompt(tokenizer, prompt, span, max_len)
         examples.append({"prompt_ids": ids, "answer_ids": encode_answer(tokenizer, record["label"], config),
@@ -96,11 +98,12 @@ def our_module(source: dict, regs: list, device, targets=None, frozen_tasks: int
     return module
 
 
-def our_step(module, batch) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+def our_step(module, batch, lr: float = 1e-4) -> Callable[..., None]:
+    """One training step on ``batch`` (or on the batch passed to the returned function)."""
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
 
-    def step() -> None:
-        loss = module._task_loss(batch)
+    def step(other=None) -> None:
+        loss = module._task_loss(batch if other is None else other)
         for weight, value in module.regularization_terms().values():
             loss = loss + weight * value
         loss.backward()
@@ -313,8 +316,10 @@ def main(argv=None) -> dict:
     l1_memory, l1_time = l1_ratios(device, repeats=3 if args.quick else 7)
     results["l1_memory_ratio_d4096"], results["l1_time_ratio_d4096"] = l1_memory, l1_time
 
-    # Evaluation of 64 samples: ranking the labels vs greedy generation.
-    module = our_module(source, nlora, device, dtype=dtype).eval()
+    # Evaluation of 64 samples: ranking the labels vs greedy generation, first zero-shot (the labels'
+    # first tokens are about equally likely, so every label is scored in full), then after 4 training
+    # steps on the task's training split (one label dominates; the bound drops the others).
+    module = our_module(source, [], device, dtype=dtype).eval()
     eval_loader = [to(EvalCollator(tokenizer.pad_token_id, decoder_only, 0, candidates)(examples[i : i + 32]), device) for i in (0, 32)]
 
     def evaluate(mode: str) -> Callable[[], None]:
@@ -326,12 +331,19 @@ def main(argv=None) -> dict:
                     fwd.generate_answers(module.model, tokenizer, b["input_ids"], b["attention_mask"], b["max_new_tokens"], not decoder_only)
         return go
 
-    log("evaluation: rank vs generate on 64 samples")
-    with torch.no_grad():
-        eval_times = round_robin({"rank": evaluate("rank"), "generate": evaluate("generate")}, 0 if args.quick else 1,
-                                 max(1, repeats // 2), device)
-    results["eval_rank_vs_generate"] = eval_times["rank"] / eval_times["generate"]  # every label in one pass per batch
-    notes.append(f"evaluation of 64 samples: rank {eval_times['rank']:.2f} s, generate {eval_times['generate']:.2f} s")
+    for key, label in (("eval_rank_vs_generate", "zero-shot"), ("eval_rank_vs_generate_trained", "after 4 steps")):
+        if key.endswith("_trained"):
+            train, _ = real_examples(tokenizer, data_dir, args.task, 32, decoder_only, args.max_length, split="train")
+            fit = our_step(module.train(), None, lr=2e-3)
+            for start in range(0, 32, 8):
+                fit(to(TrainCollator(tokenizer.pad_token_id, decoder_only)(train[start : start + 8]), device))
+            module.eval()
+        log(f"evaluation: rank vs generate on 64 samples, {label}")
+        with torch.no_grad():
+            eval_times = round_robin({"rank": evaluate("rank"), "generate": evaluate("generate")}, 0 if args.quick else 1,
+                                     max(1, repeats // 2), device)
+        results[key] = eval_times["rank"] / eval_times["generate"]
+        notes.append(f"evaluation of 64 samples, {label}: rank {eval_times['rank']:.2f} s, generate {eval_times['generate']:.2f} s")
 
     if not args.random_weights:
         log("QLoRA: memory of a training step, fp32 vs 4-bit base")
