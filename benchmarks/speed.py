@@ -8,7 +8,8 @@ round, median over rounds, after warm-up), so drift of the machine affects all v
 The last line printed is one JSON object with the keys of issue #4, ``callbacks_import_s``
 (issue #13: CPU seconds to import the callbacks in a fresh interpreter, the minimum of several),
 ``eval_rank_vs_generate_trained`` (issue #13: ranking vs generation after 4 training steps on the
-task, where one label dominates; ``eval_rank_vs_generate`` is the zero-shot model) and ``machine``; the full table goes to benchmarks/results/performance.md (``--write``).
+task, where one label dominates; ``eval_rank_vs_generate`` is the zero-shot model) and ``machine``;
+the full table goes to benchmarks/results/performance.md (``--write``).
 ``--imports-only`` measures the import times alone.
 """
 
@@ -331,19 +332,21 @@ def main(argv=None) -> dict:
                     fwd.generate_answers(module.model, tokenizer, b["input_ids"], b["attention_mask"], b["max_new_tokens"], not decoder_only)
         return go
 
-    for key, label in (("eval_rank_vs_generate", "zero-shot"), ("eval_rank_vs_generate_trained", "after 4 steps")):
-        if key.endswith("_trained"):
-            train, _ = real_examples(tokenizer, data_dir, args.task, 32, decoder_only, args.max_length, split="train")
-            fit = our_step(module.train(), None, lr=2e-3)
-            for start in range(0, 32, 8):
-                fit(to(TrainCollator(tokenizer.pad_token_id, decoder_only)(train[start : start + 8]), device))
-            module.eval()
+    def rank_vs_generate(label: str) -> float:
         log(f"evaluation: rank vs generate on 64 samples, {label}")
         with torch.no_grad():
-            eval_times = round_robin({"rank": evaluate("rank"), "generate": evaluate("generate")}, 0 if args.quick else 1,
-                                     max(1, repeats // 2), device)
-        results[key] = eval_times["rank"] / eval_times["generate"]
-        notes.append(f"evaluation of 64 samples, {label}: rank {eval_times['rank']:.2f} s, generate {eval_times['generate']:.2f} s")
+            times = round_robin({"rank": evaluate("rank"), "generate": evaluate("generate")}, 0 if args.quick else 1,
+                                max(1, repeats // 2), device)
+        notes.append(f"evaluation of 64 samples, {label}: rank {times['rank']:.2f} s, generate {times['generate']:.2f} s")
+        return times["rank"] / times["generate"]
+
+    results["eval_rank_vs_generate"] = rank_vs_generate("zero-shot")
+    train, _ = real_examples(tokenizer, data_dir, args.task, 32, decoder_only, args.max_length, split="train")
+    fit = our_step(module.train(), None, lr=2e-3)
+    for start in range(0, 32, 8):
+        fit(to(TrainCollator(tokenizer.pad_token_id, decoder_only)(train[start : start + 8]), device))
+    module.eval()
+    results["eval_rank_vs_generate_trained"] = rank_vs_generate("after 4 steps")
 
     if not args.random_weights:
         log("QLoRA: memory of a training step, fp32 vs 4-bit base")
