@@ -46,9 +46,12 @@ def _number(value: Any) -> Optional[float]:
 
 
 def format_percent(value: Any, digits: int = 1) -> str:
-    """``0.8123 -> "81.2"``; ``"n/a"`` for null or NaN."""
+    """``0.8123 -> "81.2"``; ``"n/a"`` for null or NaN; a value that rounds to zero prints unsigned."""
     number = _number(value)
-    return "n/a" if number is None else f"{100 * number:.{digits}f}"
+    if number is None:
+        return "n/a"
+    text = f"{100 * number:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text  # equal runs differ by -1e-17, not by "-0.00"
 
 
 def format_number(value: Any, digits: int = 3) -> str:
