@@ -11,7 +11,7 @@ from nlora_lightning.reporting.runfiles import format_percent
     (0.0, 2, "0.00"),
     (-1e-17, 2, "0.00"),  # the difference of two equal BWTs after float arithmetic
     (-0.00004, 2, "0.00"),
-    (-0.00005, 2, "-0.01"),
+    (-0.00006, 2, "-0.01"),  # clear of the -0.005 rounding boundary
     (None, 2, "n/a"),
     (math.nan, 1, "n/a"),
 ])
