@@ -40,7 +40,7 @@ from nlora_lightning.run_dir import run_state  # noqa: E402
 # where the released r x r form is undefined, so nlora_official adapts q_proj only there.
 GQA_MODELS = ("smollm2", "tiny")
 # Methods by the form of their nlora_l1: --nlora-lambda sets the delta_w form's default lambda,
-# --nlora-official-lambda the released r x r form's (model.regularizer_defaults.nlora_l1/<form>).
+# --nlora-official-lambda the released r x r form's (model.method_defaults.nlora_l1/<form>).
 DELTA_W_METHODS = ("nlora", "nlora_olora")
 OFFICIAL_METHODS = ("nlora_official",)
 
@@ -117,7 +117,7 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
     for form, methods, value in (("delta_w", DELTA_W_METHODS, args.nlora_lambda),
                                  ("official", OFFICIAL_METHODS, args.nlora_official_lambda)):
         if value is not None and method in methods:  # one form's entry; the configs' other forms stay
-            command += [f"--model.regularizer_defaults.nlora_l1/{form}", json.dumps({"weight": value})]
+            command += [f"--model.method_defaults.nlora_l1/{form}", json.dumps({"weight": value})]
     command += args.fit_arg
     if state == "unfinished":  # resume; a run stopped before its first save starts again
         saved = any((run_dir / "checkpoints").glob("*.ckpt"))

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nlora_lightning.io import write_text_atomic  # noqa: E402
-from nlora_lightning.regularizers.defaults import lambda_form  # noqa: E402
+from nlora_lightning.methods import build_method  # noqa: E402
 from nlora_lightning.reporting.runfiles import RunFiles, format_percent, read_run  # noqa: E402
 from nlora_lightning.run_dir import run_state  # noqa: E402
 
@@ -67,12 +67,14 @@ def nlora_lambda(run: RunFiles) -> tuple[float, Optional[str]]:
     """
     if run.run_info is None:
         raise ValueError(f"{run.directory}: no readable run_info.json, so its lambda is unknown")
-    entries = [r for r in (run.run_info.get("hyperparameters") or {}).get("regularizers") or [] if r.get("name") == "nlora_l1"]
+    hyperparameters = run.run_info.get("hyperparameters") or {}
+    listed = hyperparameters.get("methods") or hyperparameters.get("regularizers") or []  # "regularizers": before issue 24
+    entries = [r for r in listed if r.get("name") == "nlora_l1"]
     if not entries:
         return 0.0, None
     if len(entries) > 1 or entries[0].get("task_weights"):
         raise ValueError(f"{run.directory}: a sweep needs one nlora_l1 lambda for every task, got {entries}")
-    return float(entries[0]["weight"]), lambda_form("nlora_l1", entries[0].get("options") or {})
+    return float(entries[0]["weight"]), build_method("nlora_l1", dict(entries[0].get("options") or {})).lambda_key()
 
 
 def read_point(directory: Path) -> SweepPoint:

@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nlora_lightning import ContinualLightningModule, LoRAConfig, RegularizerConfig  # noqa: E402
+from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig  # noqa: E402
 from nlora_lightning.data.benchmark import load_task  # noqa: E402
 from nlora_lightning.data.collate import EvalCollator, TrainCollator  # noqa: E402
 from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_prompt  # noqa: E402
@@ -83,7 +83,7 @@ def to(batch: dict, device) -> dict:
 # ----- variants -------------------------------------------------------------------------------
 def our_module(source: dict, regs: list, device, targets=None, frozen_tasks: int = 0, answer_only: bool = True, dtype="float32"):
     module = ContinualLightningModule(
-        **source, regularizers=regs, answer_only_logits=answer_only, torch_dtype=dtype,
+        **source, methods=regs, answer_only_logits=answer_only, torch_dtype=dtype,
         lora=LoRAConfig(r=8, alpha=32, dropout=0.1, target_modules=targets),
     )
     module.configure_model()
@@ -104,8 +104,10 @@ def our_step(module, batch, lr: float = 1e-4) -> Callable[..., None]:
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr)
 
     def step(other=None) -> None:
-        loss = module._task_loss(batch if other is None else other)
-        for weight, value in module.regularization_terms().values():
+        current = batch if other is None else other
+        out = module.task_forward(current)
+        loss = out.loss
+        for weight, value in module.method_losses(current, out).values():
             loss = loss + weight * value
         loss.backward()
         optimizer.step()
@@ -119,7 +121,7 @@ def regularizer_only(module) -> Callable[[], None]:
     """Forward and backward of the module's regularizers alone: their share of a step."""
 
     def step() -> None:
-        total = sum(weight * value for weight, value in module.regularization_terms().values())
+        total = sum(weight * value for weight, value in module.method_losses(batch, None).values())
         total.backward()
         module.zero_grad(set_to_none=True)
 
@@ -232,7 +234,7 @@ def training_step_memory(source: dict, bits: Optional[int], batch, device) -> in
     """Model storage plus the peak of one training step (after a warm-up step, so optimizer state exists)."""
     if bits:
         source = {**source, "quantization": {"bits": bits, "compute_dtype": "float32"}}
-    module = our_module(source, [RegularizerConfig("nlora_l1", 0.001)], device)
+    module = our_module(source, [MethodConfig("nlora_l1", 0.001)], device)
     step = our_step(module, batch)
     step()
     optimizer_state = sum(t.untyped_storage().nbytes() for state in step.optimizer.state.values()
@@ -274,9 +276,9 @@ def main(argv=None) -> dict:
     examples, candidates = real_examples(tokenizer, data_dir, args.task, max(64, args.batch_size), decoder_only, args.max_length)
     batch = to(TrainCollator(tokenizer.pad_token_id, decoder_only)(examples[: args.batch_size]), device)
     tokens = int(batch["attention_mask"].sum())
-    nlora = [RegularizerConfig("nlora_l1", 0.4)]
-    olora = [RegularizerConfig("olora_orthogonality", 0.5), RegularizerConfig("l2", 0.0)]
-    official = [RegularizerConfig("nlora_l1", 0.4, options={"mode": "official"})]
+    nlora = [MethodConfig("nlora_l1", 0.4)]
+    olora = [MethodConfig("olora_orthogonality", 0.5), MethodConfig("l2", 0.0)]
+    official = [MethodConfig("nlora_l1", 0.4, options={"mode": "official"})]
     qv = ["q", "v"] if not decoder_only else ["q_proj", "v_proj"]
     q_only = qv[:1]
     results: dict[str, float] = {}

@@ -16,7 +16,10 @@ _LAZY = {
     "ContinualLightningModule": "nlora_lightning.module",
     "EvaluationConfig": "nlora_lightning.evaluation",
     "LoRAConfig": "nlora_lightning.lora",
+    "Method": "nlora_lightning.methods",
+    "MethodConfig": "nlora_lightning.methods",
     "QuantizationConfig": "nlora_lightning.models.loading",
+    "register_method": "nlora_lightning.methods",
     "RegularizerConfig": "nlora_lightning.regularizers",
     "ReplayConfig": "nlora_lightning.data.datamodule",
     "TaskSequenceDataModule": "nlora_lightning.data.datamodule",
@@ -28,6 +31,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names as ordinary imports
     from nlora_lightning.data.datamodule import ReplayConfig, TaskSequenceDataModule
     from nlora_lightning.evaluation import EvaluationConfig
     from nlora_lightning.lora import LoRAConfig
+    from nlora_lightning.methods import Method, MethodConfig, register_method
     from nlora_lightning.models.loading import QuantizationConfig
     from nlora_lightning.module import ContinualLightningModule
     from nlora_lightning.regularizers import RegularizerConfig

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from nlora_lightning.callbacks.forgetting_metrics import run_dir
 from nlora_lightning.data.datamodule import TaskSequenceDataModule
 from nlora_lightning.errors import CheckpointError, CommandLineError, NLoRAError, RunDirectoryError
+from nlora_lightning.methods.config import compose_defaults_arguments
 from nlora_lightning.module import ContinualLightningModule
 from nlora_lightning.parse_errors import describe_parse_error
 from nlora_lightning.run_dir import check_writable, guard_run_directory, run_state
@@ -55,7 +56,10 @@ class NLoRACLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         try:
-            super().parse_arguments(parser, args)
+            if isinstance(args, (dict, Namespace)):
+                super().parse_arguments(parser, args)
+            else:  # lambda defaults of composed configs merge key by key instead of replacing each other
+                self.config = parser.parse_args(compose_defaults_arguments(sys.argv[1:] if args is None else args))
         except argparse.ArgumentError as error:
             subcommand = next((w for w in self._words if w in self.subcommands()), None)
             known = _option_names(self._subcommand_parsers.get(subcommand)) if subcommand else []

@@ -27,6 +27,7 @@ import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
+from nlora_lightning.checkpoint import ContinualState
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, ExportError, NLoRAError, RunDirectoryError
 from nlora_lightning.io import write_json_atomic
 from nlora_lightning.models.loading import load_model, load_tokenizer, random_init_config, resolve_source
@@ -136,16 +137,16 @@ def _stage_names(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str
 
 
 def collect_adapters(
-    state: dict[str, Any], slot_state: dict[str, Tensor], stage_names: Sequence[str]
+    state: ContinualState, slot_state: dict[str, Tensor], stage_names: Sequence[str]
 ) -> list[TaskAdapter]:
     """Every trained stage's factors: the finished ones from the store, an unfinished one from the slot.
 
     Args:
-        state: ``checkpoint["nlora"]``.
+        state: The checkpoint's decoded ``nlora`` entry.
         slot_state: ``checkpoint["state_dict"]`` (the trainable slot as ``model.<layer>.lora_A/B``).
         stage_names: Name of each stage, in order (may be empty).
     """
-    store = state["adapters"]
+    store = state.adapters
     layers = list(store["layers"])
 
     def name_of(index: int) -> Optional[str]:
@@ -155,14 +156,14 @@ def collect_adapters(
         TaskAdapter(int(t), name_of(int(t)), dict(s["A"]), dict(s["B"]), float(s["scaling"]), "snapshot")
         for t, s in sorted(store["snapshots"].items(), key=lambda item: int(item[0]))
     ]
-    current = int(state["current_task"])
-    if state.get("slot_live") and current >= 0 and current not in {a.index for a in adapters}:
+    current = state.current_task
+    if state.slot_live and current >= 0 and current not in {a.index for a in adapters}:
         missing = [n for n in layers if f"model.{n}.lora_A" not in slot_state or f"model.{n}.lora_B" not in slot_state]
         if missing:
             raise ExportError(
                 f"the checkpoint's trainable slot lacks layer(s) {missing[:3]} for the unfinished task {current}"
             )
-        lora = state["identity"]["lora"]
+        lora = state.lora
         adapters.append(TaskAdapter(
             current, name_of(current),
             {n: slot_state[f"model.{n}.lora_A"] for n in layers},
@@ -252,13 +253,13 @@ class _Run:
     run_dir: Path
     checkpoint_path: Path
     checkpoint: dict[str, Any]
-    state: dict[str, Any]  # checkpoint["nlora"]
+    state: ContinualState
     settings: dict[str, Any]  # the module's init args
     adapters: list[TaskAdapter]
 
     @property
     def shared(self) -> bool:  # one adapter trained through all tasks: its snapshots are cumulative
-        return self.state["identity"].get("adapters") == "shared"
+        return self.state.adapter_mode == "shared"
 
 
 @dataclass
@@ -276,10 +277,8 @@ def _read_run(
     checkpoint_path = _checkpoint_path(run_dir, checkpoint)
     _check_out_dir(out_dir, run_dir, checkpoint_path, overwrite)
     ckpt = load_checkpoint(checkpoint_path)
-    state = ckpt.get("nlora")
-    if state is None:
-        raise CheckpointMismatchError(f"{checkpoint_path} was not written by nlora_lightning (no 'nlora' entry)")
-    if state.get("adapters") is None:
+    state = ContinualState.from_checkpoint(ckpt, str(checkpoint_path))
+    if state.adapters is None:
         raise ExportError(
             f"{checkpoint_path} is from a full fine-tuning run (adapters: none): it has no LoRA adapters to export "
             "and nothing to merge; its full weights are in the checkpoint's state_dict"
@@ -335,7 +334,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bo
     run_dir, out_dir = Path(run_dir), Path(out_dir).resolve()  # resolved: "--out ." has no name to stage beside
     run = _read_run(run_dir, checkpoint, out_dir, merge, overwrite)
     base = _base(run.settings)
-    store, dropout = run.state["adapters"], float(run.state["identity"]["lora"].get("dropout", 0.0))
+    store, dropout = run.state.adapters, float(run.state.lora.get("dropout", 0.0))
     with _staged_directory(out_dir) as staging:
         for adapter in run.adapters:
             _write_adapter(adapter, staging / adapter.folder, int(store["r"]), dropout, list(store["layers"]),
@@ -356,7 +355,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bo
 
 
 def _export_info(run: _Run, base: _Base, merge: bool, out_dir: Path) -> dict[str, Any]:
-    settings, store = run.settings, run.state["adapters"]
+    settings, store = run.settings, run.state.adapters
     r = int(store["r"])
     auto = "AutoModelForSeq2SeqLM" if base.task_type == "SEQ_2_SEQ_LM" else "AutoModelForCausalLM"
     if settings.get("random_init") is not None:
@@ -387,7 +386,7 @@ def _export_info(run: _Run, base: _Base, merge: bool, out_dir: Path) -> dict[str
         "epoch": run.checkpoint.get("epoch"),
         "global_step": run.checkpoint.get("global_step"),
         "method": settings.get("method_name"),
-        "adapters": run.state["identity"].get("adapters"),
+        "adapters": run.state.adapter_mode,
         "base_model": {
             **{key: settings.get(key) for key in ("model_name_or_path", "gguf_file", "random_init", "tokenizer",
                                                   "quantization")},
@@ -395,7 +394,7 @@ def _export_info(run: _Run, base: _Base, merge: bool, out_dir: Path) -> dict[str
             "torch_dtype": settings.get("torch_dtype", "float32"),
         },
         "task_type": base.task_type,
-        "lora": {"r": r, "dropout": run.state["identity"]["lora"].get("dropout"),
+        "lora": {"r": r, "dropout": run.state.lora.get("dropout"),
                  "target_modules": store["target_modules"], "layers": list(store["layers"])},
         "tasks": [{"index": a.index, "name": a.name, "folder": a.folder, "scaling": a.scaling,
                    "lora_alpha": a.scaling * r, "from": a.origin} for a in run.adapters],

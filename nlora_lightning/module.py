@@ -1,9 +1,11 @@
 """``ContinualLightningModule``: a frozen LLM with per-task LoRA, trained task after task in one fit.
 
-One training step: ``loss = task_loss + sum_k lambda_k(task) * regularizer_k(adapters)``, each term
-logged on its own. Task boundaries are driven by the ``FreezePreviousAdapters`` callback (added
-automatically when missing); evaluation returns per-sample predictions and their counts, which
-``ForgettingMetrics`` turns into the accuracy matrix and the predictions files.
+One training step: ``out = task_forward(batch)``, ``loss = out.loss + sum_k lambda_k(task) *
+method_k.loss(batch, out)``, each term logged on its own; before each optimizer step every method's
+``before_optimizer_step`` (gradient rewrites). Task boundaries are driven by the
+``FreezePreviousAdapters`` callback (added automatically when missing); evaluation returns per-sample
+predictions and their counts, which ``ForgettingMetrics`` turns into the accuracy matrix and the
+predictions files. Methods (``model.methods``) are :class:`~nlora_lightning.methods.Method` objects.
 """
 
 from __future__ import annotations
@@ -11,28 +13,28 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import asdict, is_dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Iterator, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
+from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
+from nlora_lightning.checkpoint import ContinualState
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
 from nlora_lightning.evaluation import EvaluationConfig, predict
-from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
+from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
-from nlora_lightning.losses import LossTerms
+from nlora_lightning.methods import Method, MethodConfig, merge_method_defaults, resolve_methods
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
-from nlora_lightning.regularizers import RegularizerConfig, get_regularizer, validate_regularizer
-from nlora_lightning.regularizers.defaults import resolve_regularizer_weights
+from nlora_lightning.regularizers.config import RegularizerConfig
 
-__all__ = ["ContinualLightningModule", "EvaluationConfig"]
+__all__ = ["ContinualLightningModule", "EvaluationConfig", "MethodConfig"]
 
 log = logging.getLogger(__name__)
 
 AdapterMode = Literal["per_task", "shared", "none"]
-_CHECKPOINT_FORMAT = 1
 
 
 def _as(cls, value):
@@ -52,6 +54,10 @@ def _plain(value):
     return value
 
 
+def _deprecated(option: str, instead: str) -> None:
+    log.warning("model.%s is deprecated and will be removed in the next release; use %s", option, instead)
+
+
 class ContinualLightningModule(pl.LightningModule):
     """Continual fine-tuning of a frozen Hugging Face LM with one LoRA adapter per task.
 
@@ -68,13 +74,16 @@ class ContinualLightningModule(pl.LightningModule):
         lora: Rank, alpha, dropout, target modules.
         consolidation: Finished adapters as one concatenated low-rank pair (``lowrank``), merged
             into the base weights (``merge``), or kept apart (``none``).
-        regularizers: Loss terms with their lambdas (see :class:`RegularizerConfig`).
-        regularizer_defaults: Lambdas for regularizers listed without a weight, by penalty form
-            (``nlora_l1/official``, ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``) or name for the others:
+        methods: The continual-learning methods, in order (see :class:`MethodConfig`): e.g.
+            ``[{"name": "nlora_l1", "options": {"mode": "delta_w"}}]``. Each entry's ``options`` are
+            the typed arguments of its method class; ``python -m nlora_lightning.methods`` lists them.
+        method_defaults: Lambdas for entries listed without a weight, by lambda key (``nlora_l1/official``,
+            ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``, or the method's name for the others):
             ``{"nlora_l1/official": {"weight": 0.4, "task_weights": {"WiC": 1.2}}}`` (benchmark configs
-            set these; see :mod:`nlora_lightning.regularizers.defaults`).
-        gradient_transforms: Rewrite the slot's gradients before each optimizer step, in order (see
-            :class:`GradientTransformConfig`; e.g. ``[{"name": "migu", "options": {"top_ratio": 0.3}}]``).
+            set these; composed configs merge them key by key).
+        regularizers: Deprecated (one release): entries of ``methods`` in the old syntax.
+        regularizer_defaults: Deprecated (one release): merged into ``method_defaults``.
+        gradient_transforms: Deprecated (one release): ``methods`` entries without a weight.
         evaluation: Generation or label ranking; per-task oracle evaluation.
         answer_only_logits: Decoder-only: run the LM head only where the loss needs it.
         gradient_checkpointing: Trade compute for activation memory.
@@ -84,14 +93,16 @@ class ContinualLightningModule(pl.LightningModule):
         method_name: A label for reports (``configs/methods/*.yaml`` set it); derived when omitted.
 
     Raises:
-        ConfigurationError: For combinations that cannot work (e.g. regularizers without adapters,
-            merging into a quantized base, oracle evaluation with merged adapters).
+        ConfigurationError: For combinations that cannot work (e.g. methods without adapters, a method
+            with an adapter mode it does not support, merging into a quantized base, oracle evaluation
+            with merged adapters).
 
     Example:
         >>> module = ContinualLightningModule(random_init={"model_type": "llama", "hidden_size": 32,
-        ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2})
-        >>> module.is_seq2seq
-        False
+        ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+        ...     methods=[MethodConfig("nlora_l1", weight=0.001)])
+        >>> module.method_name
+        'nlora'
     """
 
     def __init__(
@@ -106,6 +117,8 @@ class ContinualLightningModule(pl.LightningModule):
         adapters: AdapterMode = "per_task",
         lora: LoRAConfig = LoRAConfig(),
         consolidation: Literal["lowrank", "merge", "none"] = "lowrank",
+        methods: Sequence[MethodConfig] = (),
+        method_defaults: Optional[dict[str, dict[str, Any]]] = None,
         regularizers: Sequence[RegularizerConfig] = (),
         regularizer_defaults: Optional[dict[str, dict[str, Any]]] = None,
         gradient_transforms: Sequence[GradientTransformConfig] = (),
@@ -125,22 +138,20 @@ class ContinualLightningModule(pl.LightningModule):
         self.lora_config = _as(LoRAConfig, lora) or LoRAConfig()
         self.quantization = _as(QuantizationConfig, quantization)
         self.evaluation = _as(EvaluationConfig, evaluation) or EvaluationConfig()
-        listed = [_as(RegularizerConfig, r) for r in regularizers or ()]
-        for reg in listed:
-            get_regularizer(reg.name)  # unknown names fail here, before any loading
-        self.regularizers = resolve_regularizer_weights(listed, regularizer_defaults)
-        self.gradient_transform_configs = [_as(GradientTransformConfig, g) for g in gradient_transforms or ()]
-        self.gradient_transforms = build_gradient_transforms(self.gradient_transform_configs, adapters)
-        if adapters == "none" and self.regularizers:
-            raise ConfigurationError(f"regularizers {[r.name for r in self.regularizers]} act on LoRA adapters; adapters='none' has none")
+        self.adapter_mode: AdapterMode = adapters
+        entries = self._method_entries(methods, regularizers, gradient_transforms)
+        if regularizer_defaults:
+            _deprecated("regularizer_defaults", "model.method_defaults (same keys)")
+        defaults = merge_method_defaults([regularizer_defaults, method_defaults])
+        resolved = resolve_methods(entries, defaults)
+        self.methods: list[MethodConfig] = [config for config, _ in resolved]
+        self.method_objects: list[Method] = [method for _, method in resolved]
+        self._check_adapter_modes()
         if self.quantization is not None and (adapters == "none" or consolidation == "merge"):
             raise ConfigurationError("a quantized base cannot be fully fine-tuned or merged into; use adapters per_task/shared with consolidation='lowrank'")
         if self.evaluation.oracle_task_adapter and (adapters != "per_task" or consolidation == "merge"):
             raise ConfigurationError("evaluation.oracle_task_adapter needs adapters='per_task' and consolidation other than 'merge'")
-        # Terms that see the batch or keep state across tasks (LwF, EWC); checks adapter modes of all terms.
-        self.loss_terms = LossTerms(self.regularizers, adapters)
         self.model_name_or_path = model_name_or_path
-        self.adapter_mode: AdapterMode = adapters
         self.consolidation = consolidation
         self.answer_only_logits = answer_only_logits
         self.gradient_checkpointing = gradient_checkpointing
@@ -150,9 +161,10 @@ class ContinualLightningModule(pl.LightningModule):
         self.method_name = method_name or self._derived_method_name()
         # Checkpoints keep hyperparameters as plain data, so they load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        for key in ("lora", "quantization", "evaluation", "regularizers"):
+        for key in ("lora", "quantization", "evaluation", "regularizers", "gradient_transforms"):
             self.hparams[key] = _plain(self.hparams[key])
-        self.hparams["gradient_transforms"] = _plain(self.gradient_transform_configs)
+        self.hparams["methods"] = _plain(self.methods)  # resolved: every lambda as used
+        self.hparams["method_defaults"] = defaults or None
         # Only the trainable adapter goes into state_dict(); the frozen base is reloaded from its source.
         self.strict_loading = False
 
@@ -163,15 +175,37 @@ class ContinualLightningModule(pl.LightningModule):
         self.backbone = BackboneSpec(model_name_or_path, gguf_file, random_init, tokenizer, torch_dtype, self.quantization, trust_remote_code)
         self._oracle_active: Optional[int] = None
 
+    @staticmethod
+    def _method_entries(methods, regularizers, gradient_transforms) -> list[MethodConfig]:
+        """``model.methods`` after the deprecated lists' entries (old configs: regularizers, then transforms)."""
+        entries = []
+        if regularizers:
+            _deprecated("regularizers", "model.methods (same entries)")
+            entries += [MethodConfig(**_as(RegularizerConfig, r).__dict__) for r in regularizers]
+        if gradient_transforms:
+            _deprecated("gradient_transforms", "model.methods (entries without a weight)")
+            entries += [MethodConfig(g.name, options=dict(g.options)) for g in map(lambda g: _as(GradientTransformConfig, g), gradient_transforms)]
+        return entries + [_as(MethodConfig, m) for m in methods or ()]
+
+    def _check_adapter_modes(self) -> None:
+        if self.adapter_mode == "none":
+            if self.methods:
+                raise ConfigurationError(f"methods {[m.name for m in self.methods]} act on LoRA adapters; adapters='none' has none")
+            return
+        for method in self.method_objects:
+            if self.adapter_mode not in method.adapters:
+                reason = f": {method.adapters_reason}" if method.adapters_reason else ""
+                raise ConfigurationError(f"method {method.name!r} works with adapters {list(method.adapters)}, "
+                                         f"not adapters={self.adapter_mode!r}{reason}")
+
     def _derived_method_name(self) -> str:
         if self.adapter_mode == "none":
             return "seqft"
-        if self.adapter_mode == "shared":
+        if self.adapter_mode == "shared" and not self.methods:
             return "seqlora"
-        names = [r.name for r in self.regularizers if (r.weight or r.task_weights)]
-        if not names:
-            return "inclora"
-        return "+".join({"nlora_l1": "nlora", "olora_orthogonality": "olora"}.get(n, n) for n in names if n != "l2") or "inclora"
+        labels = [m.name if m.label is None else m.label for c, m in zip(self.methods, self.method_objects)
+                  if c.active or not m.adds_loss]
+        return "+".join(label for label in labels if label) or ("seqlora" if self.adapter_mode == "shared" else "inclora")
 
     # ----- backbone -------------------------------------------------------------------------
     @property
@@ -184,10 +218,10 @@ class ContinualLightningModule(pl.LightningModule):
         return bool(config.is_encoder_decoder)
 
     def check_configuration(self) -> None:
-        """Fail fast, before any file is written: model source, tokenizer, target modules, regularizers.
+        """Fail fast, before any file is written: model source, tokenizer, target modules, methods.
 
         Builds the architecture on the meta device (no weights are loaded) to check the LoRA targets
-        and the regularizers' shape requirements.
+        and the methods' shape requirements.
         """
         self.backbone.tokenizer()
         if self.quantization is not None:
@@ -195,8 +229,8 @@ class ContinualLightningModule(pl.LightningModule):
         if self.adapter_mode == "none":
             return
         factors = ContinualLoRAModel(self.backbone.skeleton(), self.lora_config, self.consolidation).layer_factors()
-        for reg in self.regularizers:
-            validate_regularizer(reg.name, factors, reg.options)
+        for method in self.method_objects:
+            method.validate(factors)
 
     def configure_model(self) -> None:
         if self.model is not None:  # Lightning calls this on every fit/validate/test
@@ -218,10 +252,10 @@ class ContinualLightningModule(pl.LightningModule):
         if self.adapter_mode != "none":
             self.adapters = ContinualLoRAModel(model, self.lora_config, self.consolidation, seed=self.seed)
             factors = self.adapters.layer_factors()
-            for reg in self.regularizers:
-                validate_regularizer(reg.name, factors, reg.options)
-            for transform in self.gradient_transforms:
-                transform.attach(self)
+            for method in self.method_objects:
+                method.validate(factors)
+            for method in self.method_objects:
+                method.attach(self)
         self.start_task(0)
 
     # ----- the task-boundary protocol (see callbacks/protocol.py) -----------------------------
@@ -242,9 +276,9 @@ class ContinualLightningModule(pl.LightningModule):
     def finish_task(self, stage: int) -> None:
         if self.adapters is None or (not self._slot_live and stage in self.adapters.snapshots):
             return  # nothing trained, or already finished
-        self.loss_terms.on_task_end(self, stage)  # task-end hooks (e.g. EWC's Fisher) see the live slot
-        for transform in self.gradient_transforms:
-            transform.on_task_end(self, stage)  # before the optimizer holding this task's state is replaced
+        # The methods see the live slot (EWC's Fisher) and the task's optimizer (GORP's moments).
+        for method in self.method_objects:
+            method.on_task_end(self, stage, lambda samples, batch_size: self.task_batches(stage, samples, batch_size))
         self.adapters.snapshot_slot(stage)
         if self.adapter_mode == "per_task":
             self.adapters.freeze_tasks(sorted(self.adapters.snapshots))
@@ -290,20 +324,14 @@ class ContinualLightningModule(pl.LightningModule):
     # ----- hooks --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and datamodule is not None and hasattr(datamodule, "total_epochs"):
-            total = datamodule.total_epochs
-            fit_loop = self.trainer.fit_loop
-            if fit_loop.max_epochs not in (None, -1, 1000, total):
-                log.warning("max_epochs=%s overridden by the task sequence: %d stages x %d epochs = %d",
-                            fit_loop.max_epochs, datamodule.num_stages, datamodule.epochs_per_task, total)
-            fit_loop.max_epochs = total
-            # Each stage has its own training data: reload the train loader every epoch.
-            self.trainer.reload_dataloaders_every_n_epochs = 1
-            names = set(datamodule.task_names)
-            for reg in self.regularizers:
-                unknown = sorted(set(reg.task_weights) - names)
-                if unknown:
-                    raise ConfigurationError(f"regularizer {reg.name!r}: task_weights name task(s) {unknown} not in the sequence {datamodule.task_names}")
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "stage_for_epoch"):
+            # The one policy of every module (sequence_settings): unset max_epochs set, another refused.
+            apply_sequence_settings(self.trainer, type(self).__name__)
+            names = set(getattr(datamodule, "task_names", ()))
+            for config in self.methods:
+                unknown = sorted(set(config.task_weights) - names)
+                if names and unknown:
+                    raise ConfigurationError(f"method {config.name!r}: task_weights name task(s) {unknown} not in the sequence {datamodule.task_names}")
 
     def configure_callbacks(self):
         from nlora_lightning.callbacks import CollisionMonitor, ForgettingMetrics, FreezePreviousAdapters, RunReport
@@ -330,15 +358,34 @@ class ContinualLightningModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         # Once per optimizer step, on the accumulated, DDP-synced and AMP-unscaled gradients, before
         # Lightning clips them: the clipped norm is the norm of the update actually applied.
-        for transform in self.gradient_transforms:
-            for key, value in transform.apply(self).items():
-                self.log(f"train/grad/{transform.name}/{key}", float(value), on_step=True, on_epoch=False)
+        for method in self.method_objects:
+            for key, value in method.before_optimizer_step(self).items():
+                self.log(f"train/grad/{method.name}/{key}", float(value), on_step=True, on_epoch=False)
 
     # ----- steps ----------------------------------------------------------------------------------
-    def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.is_seq2seq:
-            return fwd.seq2seq_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        return fwd.causal_lm_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"], self.answer_only_logits)
+    def task_forward(self, batch: dict[str, torch.Tensor]) -> fwd.TaskOutput:
+        """The task loss and the answer logits of ``batch`` through the current model (see :func:`fwd.task_forward`)."""
+        return fwd.task_forward(self.model, batch, self.is_seq2seq, self.answer_only_logits)
+
+    def task_batches(self, stage: int, samples: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """``samples`` training samples of ``stage`` (drawn by (module seed, stage)), collated, on the module's device.
+
+        Raises:
+            RuntimeError: If the module has no trainer with a task-sequence data module (the data source).
+        """
+        from nlora_lightning.data.collate import TrainCollator
+
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "stage_train_examples"):
+            raise RuntimeError("a method needs the finished task's training data: finish_task must run under a "
+                               "Trainer with a TaskSequenceDataModule")
+        examples = datamodule.stage_train_examples(stage)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + stage)
+        chosen = torch.randperm(len(examples), generator=generator)[:samples].tolist()
+        collate = TrainCollator(datamodule.tokenizer.pad_token_id, bool(datamodule.decoder_only))
+        for start in range(0, len(chosen), batch_size):
+            batch = collate([examples[i] for i in chosen[start : start + batch_size]])
+            yield {k: v.to(self.device) for k, v in batch.items()}
 
     def _stage_task_name(self) -> Optional[str]:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -347,30 +394,25 @@ class ContinualLightningModule(pl.LightningModule):
         stage_tasks = datamodule.stages[self.current_task]
         return datamodule.task_names[stage_tasks[0]] if len(stage_tasks) == 1 else None
 
-    def regularization_terms(self, batch: Optional[dict[str, torch.Tensor]] = None) -> dict[str, tuple[float, torch.Tensor]]:
-        """``name -> (lambda, value)`` for every regularizer with a non-zero lambda at this task.
-
-        ``batch`` is the step's batch, for loss terms that need it (LwF).
-        """
+    def method_losses(self, batch: dict[str, torch.Tensor], out: fwd.TaskOutput) -> dict[str, tuple[float, torch.Tensor]]:
+        """``name -> (lambda, value)`` for every method with a loss and a non-zero lambda at this task."""
         terms: dict[str, tuple[float, torch.Tensor]] = {}
-        if not self.regularizers:
+        if not self.methods:
             return terms
         task_name = self._stage_task_name()
-        factors = self.adapters.layer_factors()
-        for reg in self.regularizers:
-            weight = reg.weight_for(task_name)
-            if weight and reg.name in self.loss_terms:
-                terms[reg.name] = (weight, self.loss_terms.value(reg.name, self, batch))
-            elif weight:
-                terms[reg.name] = (weight, get_regularizer(reg.name)(factors, **reg.options))
+        for config, method in zip(self.methods, self.method_objects):
+            weight = config.weight_for(task_name) if method.adds_loss else 0.0
+            if weight:
+                value = method.loss(self, batch, out)
+                if value is not None:
+                    terms[config.name] = (weight, value)
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        with self.loss_terms.observe(self):  # e.g. LwF keeps the student's logits of this forward
-            task_loss = self._task_loss(batch)
-        loss = task_loss
+        out = self.task_forward(batch)
+        task_loss = loss = out.loss
         batch_size = batch["input_ids"].shape[0]
-        terms = self.regularization_terms(batch)
+        terms = self.method_losses(batch, out)
         for name, (weight, value) in terms.items():
             loss = loss + weight * value
             self.log(f"train/reg/{name}", value.detach(), batch_size=batch_size)
@@ -378,7 +420,7 @@ class ContinualLightningModule(pl.LightningModule):
             values = {n: float(v.detach()) for n, (_, v) in terms.items()}
             raise NonFiniteLossError(
                 f"loss is {float(loss.detach())} at task {self.current_task}, global step {self.global_step} "
-                f"(task loss {float(task_loss.detach())}, regularizers {values}); training stopped, the last checkpoint "
+                f"(task loss {float(task_loss.detach())}, method terms {values}); training stopped, the last checkpoint "
                 "written before this step is kept. Lower the learning rate or the lambdas, or use float32."
             )
         self.log("train/task_loss", task_loss.detach(), batch_size=batch_size)
@@ -428,31 +470,24 @@ class ContinualLightningModule(pl.LightningModule):
             "adapters": self.adapter_mode,
             "lora": asdict(self.lora_config),
             "consolidation": self.consolidation,
-            "regularizers": [asdict(r) for r in self.regularizers],
-            **({"gradient_transforms": [asdict(g) for g in self.gradient_transform_configs]} if self.gradient_transforms else {}),
+            "methods": [asdict(m) for m in self.methods],
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["nlora"] = {
-            "format": _CHECKPOINT_FORMAT,
-            "identity": self.identity(),
-            "current_task": self.current_task,
-            "slot_live": self._slot_live,
-            "adapters": self.adapters.state_dict() if self.adapters is not None else None,
-            "loss_terms": self.loss_terms.state_dict(),
-            "gradient_transforms": [t.state_dict() for t in self.gradient_transforms],
-        }
+        ContinualState(
+            identity=self.identity(), current_task=self.current_task, slot_live=self._slot_live,
+            adapters=self.adapters.state_dict() if self.adapters is not None else None,
+            methods={config.name: method.state_dict() for config, method in zip(self.methods, self.method_objects)},
+        ).to_checkpoint(checkpoint)
 
-    def check_checkpoint(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    def check_checkpoint(self, checkpoint: dict[str, Any]) -> ContinualState:
         """The checkpoint's ``nlora`` entry, after checking it was written for this model and method.
 
         Raises:
             CheckpointMismatchError: Naming every setting that differs.
         """
-        state = checkpoint.get("nlora")
-        if state is None:
-            raise CheckpointMismatchError("this checkpoint was not written by nlora_lightning (no 'nlora' entry)")
-        mine, theirs = self.identity(), state["identity"]
+        state = ContinualState.from_checkpoint(checkpoint)
+        mine, theirs = self.identity(), state.identity
         keys = [*mine, *(k for k in theirs if k not in mine)]  # a setting only one side has differs too
         differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
         if differences:
@@ -463,12 +498,11 @@ class ContinualLightningModule(pl.LightningModule):
         state = self.check_checkpoint(checkpoint)
         self.configure_model()
         if self.adapters is not None:
-            self.adapters.load_state_dict(state["adapters"])
-            self.adapters.set_slot_enabled(state["slot_live"])
-            self.adapters.set_slot_trainable(state["slot_live"])
-        self.loss_terms.load_state_dict(state.get("loss_terms", {}))
-        for transform, saved in zip(self.gradient_transforms, state.get("gradient_transforms", [])):
-            transform.load_state_dict(saved)
-        self.current_task = int(state["current_task"])
-        self._slot_live = bool(state["slot_live"])
+            self.adapters.load_state_dict(state.adapters)
+            self.adapters.set_slot_enabled(state.slot_live)
+            self.adapters.set_slot_trainable(state.slot_live)
+        for config, method in zip(self.methods, self.method_objects):
+            method.load_state_dict(state.methods.get(config.name, {}))
+        self.current_task = state.current_task
+        self._slot_live = state.slot_live
         self.check_trainable_set()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlora_lightning import ContinualLightningModule, LoRAConfig, RegularizerConfig, TaskSequenceDataModule
+from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig, TaskSequenceDataModule
 from nlora_lightning.cli import main
 from nlora_lightning.errors import (
     CheckpointMismatchError,
@@ -128,14 +128,14 @@ CLI_CASES = [
     ("unknown preset", ["--data.tasks", "null", "--data.preset", "order9"], ConfigurationError, "unknown preset 'order9'"),
     ("unknown task name", ["--data.tasks", "[alpha, gamma]"], FileNotFoundError, "task 'gamma' not found"),
     ("duplicate tasks", ["--data.tasks", "[alpha, alpha]"], ConfigurationError, "duplicate task(s) ['alpha']"),
-    ("negative lambda", ["--model.regularizers", '[{"name": "nlora_l1", "weight": -0.1}]'], ValueError, "must be a finite number >= 0"),
+    ("negative lambda", ["--model.methods", '[{"name": "nlora_l1", "weight": -0.1}]'], ValueError, "must be a finite number >= 0"),
     ("rank r <= 0", ["--model.lora.r", "0"], ValueError, "LoRA rank r must be a positive integer"),
     ("target modules absent", ["--model.lora.target_modules", "[qkv_proj]"], ValueError, "match no linear layer"),
     ("gguf_file missing", ["--model.random_init", "null", "--model.model_name_or_path", str(REPO / "configs"),
                            "--model.gguf_file", "nope.gguf"], FileNotFoundError, "gguf_file 'nope.gguf' not found"),
-    ("official mode on non-square layer", ["--model.regularizers", '[{"name": "nlora_l1", "weight": 0.1, "options": {"mode": "official"}}]'],
+    ("official mode on non-square layer", ["--model.methods", '[{"name": "nlora_l1", "weight": 0.1, "options": {"mode": "official"}}]'],
      ValueError, "non-square layer model.layers.0.self_attn.v_proj"),
-    ("unknown regularizer", ["--model.regularizers", '[{"name": "l3", "weight": 0.1}]'], ConfigurationError, "unknown regularizer 'l3'"),
+    ("unknown regularizer", ["--model.methods", '[{"name": "l3", "weight": 0.1}]'], ConfigurationError, "unknown method 'l3'"),
     ("prompt budget too small", ["--data.max_source_length", "8"], ConfigurationError, "max_source_length=8 is too short for task 'alpha'"),
     ("held-out task also trained", ["--data.held_out_tasks", "[alpha]"], ConfigurationError, "also in the training sequence"),
     ("tasks and preset together", ["--data.preset", "standard_order1"], ConfigurationError, "exactly one of data.tasks"),
@@ -209,9 +209,9 @@ def test_long_prompts_are_shortened_with_one_warning_per_task(tmp_path, caplog):
 
 
 class NaNAtStep(ContinualLightningModule):
-    def _task_loss(self, batch):
-        loss = super()._task_loss(batch)
-        return loss * float("nan") if self.global_step == 3 else loss
+    def task_forward(self, batch):
+        out = super().task_forward(batch)
+        return out._replace(loss=out.loss * float("nan")) if self.global_step == 3 else out
 
 
 @pytest.mark.slow
@@ -219,7 +219,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tiny_lla
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     module = NaNAtStep(random_init=tiny_llama_init, tokenizer="byte", lora=LoRAConfig(r=2, alpha=8, dropout=0.0),
-                       regularizers=[RegularizerConfig("nlora_l1", 0.01)], evaluation={"mode": "rank"})
+                       methods=[MethodConfig("nlora_l1", 0.01)], evaluation={"mode": "rank"})
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = make_trainer(callbacks=[checkpoint], enable_checkpointing=True)
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at task 1, global step 3 \(task loss nan"):
@@ -256,9 +256,9 @@ def test_explicit_checkpoint_file_is_compared_with_the_settings_given(finished_r
     # LightningCLI alone would load r=4 from the checkpoint over the r=2 given here, and train.
     with pytest.raises(CheckpointMismatchError, match=r"lora: checkpoint .*'r': 4.* vs now .*'r': 2"):
         main(["fit", *run_args(finished_run, finished_run / "data"), *elsewhere, "--model.lora.r", "2", "--ckpt_path", checkpoint])
-    with pytest.raises(CheckpointMismatchError, match=r"regularizers: checkpoint .*nlora_l1.* vs now .*olora_orthogonality"):
+    with pytest.raises(CheckpointMismatchError, match=r"methods: checkpoint .*nlora_l1.* vs now .*olora_orthogonality"):
         main(["fit", *run_args(finished_run, finished_run / "data"), *elsewhere, "--ckpt_path", checkpoint,
-              "--model.regularizers", '[{"name": "olora_orthogonality", "weight": 0.1}]'])
+              "--model.methods", '[{"name": "olora_orthogonality", "weight": 0.1}]'])
     assert not (tmp_path / "new").exists()
 
 

@@ -99,8 +99,8 @@ def test_bad_setting_fails_in_one_line_before_writing(tmp_path):
 
 PARSE_ERRORS = [
     ("task list as one string", ["--data.tasks", "reviews,topics"], "data.tasks expects list[str] or null, got 'reviews,topics'"),
-    ("lambda not a number", ["--model.regularizers", '[{"name": "nlora_l1", "weight": "abc"}]'],
-     "model.regularizers -> weight expects float or null, got 'abc'"),
+    ("lambda not a number", ["--model.methods", '[{"name": "nlora_l1", "weight": "abc"}]'],
+     "model.methods -> weight expects float or null, got 'abc'"),
     ("fractional sample cap", ["--data.max_eval_samples", "1.5"], "data.max_eval_samples expects int or null, got '1.5'"),
     ("missing config file", ["--config", "{tmp}/nope.yaml"], "--config: file does not exist: '{tmp}/nope.yaml'"),
     ("typo'd key in a config file", ["--config", "{tmp}/typo.yaml"], "unknown option 'modle.lora.r' (did you mean 'model.lora.r'?)"),

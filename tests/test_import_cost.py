@@ -24,7 +24,7 @@ import json, sys
 steps = {}
 def snap(name):
     steps[name] = sorted(sys.modules)
-import nlora_lightning.regularizers, nlora_lightning.regularizers.functional
+import nlora_lightning.regularizers, nlora_lightning.regularizers.functional, nlora_lightning.methods
 import nlora_lightning.metrics, nlora_lightning.metrics.functional
 import nlora_lightning.analysis, nlora_lightning.lora
 snap("math")
@@ -51,7 +51,7 @@ def _matching(names, prefixes) -> list[str]:
 
 
 def test_pure_math_imports_without_transformers_or_lightning(imported):
-    assert "nlora_lightning.regularizers.terms" in imported["math"]
+    assert "nlora_lightning.methods.nlora_l1" in imported["math"]
     assert _matching(imported["math"], MODEL_CODE + ("lightning", "torchmetrics")) == []
 
 

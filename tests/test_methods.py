@@ -117,5 +117,5 @@ def test_later_methods_run_with_their_terms(tmp_path, accelerator, method, adapt
     expected = module.adapters.slot_parameter_names(module.model) if adapters == "shared" else set()
     assert {n for n, p in module.model.named_parameters() if p.requires_grad} == expected  # after the last task
     if method in ("ewc_lora", "ewc"):
-        term = module.loss_terms.terms[method]
+        term = module.method_objects[0]
         assert term.tasks == [0, 1] and all(torch.isfinite(v).all() and v.sum() > 0 for v in term.importance.values())

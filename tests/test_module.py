@@ -4,11 +4,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nlora_lightning import ContinualLightningModule, RegularizerConfig
+from nlora_lightning import ContinualLightningModule, MethodConfig
 from nlora_lightning.callbacks import ForgettingMetrics, FreezePreviousAdapters
 from nlora_lightning.errors import ConfigurationError
 
-NLORA = [RegularizerConfig("nlora_l1", weight=0.01)]
+NLORA = [MethodConfig("nlora_l1", weight=0.01)]
 
 
 class CaptureAfterFirstTask(Callback):
@@ -22,7 +22,7 @@ class CaptureAfterFirstTask(Callback):
 
 @pytest.mark.slow
 def test_two_task_fit_trains_only_the_current_adapter(tiny, tiny_llama_init, make_trainer, tmp_path):
-    module = tiny.module(tiny_llama_init, regularizers=NLORA)
+    module = tiny.module(tiny_llama_init, methods=NLORA)
     data = tiny.data()
     capture = CaptureAfterFirstTask()
     trainer = make_trainer(callbacks=[capture])
@@ -42,7 +42,7 @@ def test_two_task_fit_trains_only_the_current_adapter(tiny, tiny_llama_init, mak
 
 
 def test_gradients_reach_only_the_current_adapter(tiny, tiny_llama_init):
-    module = tiny.module(tiny_llama_init, regularizers=NLORA + [RegularizerConfig("olora_orthogonality", 0.5), RegularizerConfig("l2", 0.1)])
+    module = tiny.module(tiny_llama_init, methods=NLORA + [MethodConfig("olora_orthogonality", 0.5), MethodConfig("l2", 0.1)])
     module.configure_model()
     with torch.no_grad():
         for layer in module.adapters.layers.values():
@@ -55,8 +55,10 @@ def test_gradients_reach_only_the_current_adapter(tiny, tiny_llama_init):
     ids = torch.randint(3, 200, (2, 12))
     labels = ids.clone()
     labels[:, :8] = -100
-    loss = module._task_loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
-    for weight, value in module.regularization_terms().values():
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    out = module.task_forward(batch)
+    loss = out.loss
+    for weight, value in module.method_losses(batch, out).values():
         loss = loss + weight * value
     loss.backward()
     with_grad = {n for n, p in module.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -64,13 +66,13 @@ def test_gradients_reach_only_the_current_adapter(tiny, tiny_llama_init):
     assert all(not b.requires_grad for n, b in module.model.named_buffers() if "frozen" in n)
 
 
-def test_regularization_terms_use_per_task_lambdas(tiny, tiny_llama_init):
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, task_weights={"topics": 1.2})])
+def test_method_losses_use_per_task_lambdas(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.4, task_weights={"topics": 1.2})])
     module.configure_model()
     module._stage_task_name = lambda: "topics"
-    assert module.regularization_terms()["nlora_l1"][0] == 1.2
+    assert module.method_losses({}, None)["nlora_l1"][0] == 1.2
     module._stage_task_name = lambda: "reviews"
-    assert module.regularization_terms()["nlora_l1"][0] == 0.4
+    assert module.method_losses({}, None)["nlora_l1"][0] == 0.4
 
 
 def test_state_dict_holds_only_the_trainable_adapter(tiny, tiny_llama_init):
@@ -84,20 +86,20 @@ def test_state_dict_holds_only_the_trainable_adapter(tiny, tiny_llama_init):
 
 
 def test_official_mode_on_gqa_v_proj_is_refused(tiny, tiny_llama_init):
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, options={"mode": "official"})])
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.4, options={"mode": "official"})])
     with pytest.raises(ValueError, match=r"non-square layer model\.layers\.0\.self_attn\.v_proj"):
         module.configure_model()
-    square = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, options={"mode": "official"})],
+    square = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.4, options={"mode": "official"})],
                          lora={"r": 2, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]})
     square.configure_model()
-    assert "nlora_l1" in square.regularization_terms()
+    assert "nlora_l1" in square.method_losses({}, None)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"adapters": "none", "regularizers": NLORA}, "adapters='none' has none"),
-        ({"regularizers": [RegularizerConfig("nope", 1.0)]}, "unknown regularizer 'nope'"),
+        ({"adapters": "none", "methods": NLORA}, "adapters='none' has none"),
+        ({"methods": [MethodConfig("nope", 1.0)]}, "unknown method 'nope'"),
         ({"evaluation": {"oracle_task_adapter": True}, "consolidation": "merge"}, "oracle_task_adapter"),
         ({"adapters": "sometimes"}, "adapters must be"),
     ],
@@ -109,7 +111,7 @@ def test_incompatible_settings_fail_at_construction(tiny, tiny_llama_init, kwarg
 
 @pytest.mark.slow
 def test_t5_sequence_fits_end_to_end(tiny, tiny_t5_init, make_trainer, tmp_path):
-    module = tiny.module(tiny_t5_init, regularizers=NLORA, evaluation={"mode": "generate"})
+    module = tiny.module(tiny_t5_init, methods=NLORA, evaluation={"mode": "generate"})
     trainer = make_trainer(name="t5")
     trainer.fit(module, datamodule=tiny.data(max_train_samples=8, max_eval_samples=4))
     assert module.is_seq2seq and len(module.adapters.layers) == 12
@@ -131,7 +133,7 @@ def test_first_task_is_evaluated_with_and_without_forward_transfer(tiny, tiny_ll
 
 @pytest.mark.slow
 def test_task_weights_must_name_sequence_tasks(tiny, tiny_llama_init, make_trainer):
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.4, task_weights={"WiC": 1.2})])
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.4, task_weights={"WiC": 1.2})])
     with pytest.raises(ConfigurationError, match=r"task_weights name task\(s\) \['WiC'\] not in the sequence \['reviews', 'topics'\]"):
         make_trainer().fit(module, datamodule=tiny.data())
 

@@ -35,14 +35,14 @@ def collect_run_info(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict
     hparams = dict(getattr(pl_module, "hparams", None) or {})
     datamodule = getattr(trainer, "datamodule", None)
     lora = _plain(getattr(pl_module, "lora_config", None)) or hparams.get("lora")
-    regularizers = getattr(pl_module, "regularizers", None) or hparams.get("regularizers") or []
+    methods = getattr(pl_module, "methods", None) or hparams.get("methods") or []
     optimizer = trainer.optimizers[0] if trainer.optimizers else None
     group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
     hyperparameters: dict[str, Any] = {
         "adapters": hparams.get("adapters"),
         "lora": {k: lora.get(k) for k in ("r", "alpha", "dropout", "target_modules")} if isinstance(lora, dict) else None,
-        "regularizers": [
-            {k: r.get(k) for k in ("name", "weight", "task_weights", "options")} for r in map(_plain, regularizers)
+        "methods": [
+            {k: r.get(k) for k in ("name", "weight", "task_weights", "options")} for r in map(_plain, methods)
         ],
         "optimizer": type(optimizer).__name__ if optimizer is not None else None,
         "lr": group.get("lr"),

@@ -1,14 +1,9 @@
-"""Gradient transforms: pure tensor math (``functional``), one file per method, a registry (``base``)."""
+"""Gradient rewrites' math as pure tensor functions (``functional``); MIGU and GORP live in ``nlora_lightning.methods``.
 
-from nlora_lightning.gradients import gorp as _gorp  # noqa: F401  (registers "gorp")
-from nlora_lightning.gradients import migu as _migu  # noqa: F401  (registers "migu")
-from nlora_lightning.gradients.base import (
-    GRADIENT_TRANSFORMS,
-    GradientTransform,
-    build_gradient_transforms,
-    get_gradient_transform,
-    register_gradient_transform,
-)
+``GradientTransformConfig`` is the deprecated entry type of ``model.gradient_transforms`` (one
+release; use ``model.methods``).
+"""
+
 from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.gradients.functional import (
     energy_basis,
@@ -20,16 +15,11 @@ from nlora_lightning.gradients.functional import (
 )
 
 __all__ = [
-    "GRADIENT_TRANSFORMS",
-    "GradientTransform",
     "GradientTransformConfig",
-    "build_gradient_transforms",
     "energy_basis",
     "expand_basis",
-    "get_gradient_transform",
     "l1_normalized",
     "mask_rows",
     "project_out",
-    "register_gradient_transform",
     "top_magnitude_mask",
 ]

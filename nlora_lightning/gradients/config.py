@@ -1,4 +1,4 @@
-"""Declarative gradient-transform entries: one config entry per transform applied before each optimizer step."""
+"""Deprecated (one release): ``model.gradient_transforms`` entries; use ``model.methods`` entries without a weight."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ class GradientTransformConfig:
     """One gradient transform: ``grads <- transform(grads)`` after backward, before clipping and the step.
 
     Args:
-        name: A registered transform (``migu``, ``gorp``, or one added with
-            :func:`nlora_lightning.gradients.register_gradient_transform`).
+        name: A registered method (``migu``, ``gorp``; see ``nlora_lightning.methods``).
         options: Keyword arguments of the transform's constructor (e.g. ``{"top_ratio": 0.3}``).
 
     Raises:

@@ -54,10 +54,11 @@ class ContinualLoRALinear(nn.Module):
         self.register_buffer("frozen_B", torch.zeros(self.out_features, 0, **factory), persistent=False)
         self.slot_enabled = True
         self.frozen_enabled = True
-        # Gradient transforms (MIGU) switch this on: training forwards then add sum_tokens |output| per
-        # unit of the slot's A and B (r and d_out values), never the activations themselves.
-        self.record_slot_magnitudes = False
-        self._slot_magnitudes: Optional[tuple[Tensor, Tensor]] = None
+        # Taps where methods observe the slot's two outputs with forward hooks (MIGU ranks units by
+        # them): ``slot_hidden`` sees ``A x`` (r units), ``slot_output`` sees ``B A x`` (d_out units),
+        # unscaled. Identities without parameters: the state dict is unchanged.
+        self.slot_hidden = nn.Identity()
+        self.slot_output = nn.Identity()
         self.reset_slot()
 
     @property
@@ -113,31 +114,11 @@ class ContinualLoRALinear(nn.Module):
         if use_frozen:
             update = nn.functional.linear(nn.functional.linear(x_lora, self.frozen_A), self.frozen_B)
         if self.slot_enabled:
-            hidden = nn.functional.linear(self.lora_dropout(x_lora), self.lora_A)
-            slot = nn.functional.linear(hidden, self.lora_B)
-            if self.record_slot_magnitudes and self.training and torch.is_grad_enabled():
-                self._add_slot_magnitudes(hidden, slot)
+            hidden = self.slot_hidden(nn.functional.linear(self.lora_dropout(x_lora), self.lora_A))
+            slot = self.slot_output(nn.functional.linear(hidden, self.lora_B))
             slot = slot * self.scaling
             update = slot if update is None else update + slot
         return result + update.to(result.dtype)
-
-    @torch.no_grad()
-    def _add_slot_magnitudes(self, hidden: Tensor, slot: Tensor) -> None:
-        a = hidden.detach().abs().reshape(-1, self.r).sum(0, dtype=torch.float32)
-        b = slot.detach().abs().reshape(-1, self.out_features).sum(0, dtype=torch.float32)
-        if self._slot_magnitudes is not None:
-            a, b = a + self._slot_magnitudes[0], b + self._slot_magnitudes[1]
-        self._slot_magnitudes = (a, b)
-
-    def pop_slot_magnitudes(self) -> Optional[tuple[Tensor, Tensor]]:
-        """Per-unit ``sum |A x|`` (r) and ``sum |B A x|`` (d_out) over every token since the last call, then reset.
-
-        Unscaled (a positive scaling does not change which units are largest). None when no training
-        forward ran with recording on. With gradient checkpointing the recomputed forward adds the
-        same values again, which scales them uniformly.
-        """
-        magnitudes, self._slot_magnitudes = self._slot_magnitudes, None
-        return magnitudes
 
     def extra_repr(self) -> str:
         return (

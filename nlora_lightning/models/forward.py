@@ -8,7 +8,8 @@ the head over the whole vocabulary (49,152 words for SmolLM2) is a large share o
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,11 @@ from torch import Tensor, nn
 
 __all__ = [
     "IGNORE_INDEX",
+    "TaskOutput",
+    "answer_positions",
+    "eval_mode",
+    "per_sample_loss",
+    "task_forward",
     "supports_answer_only",
     "causal_lm_loss",
     "seq2seq_loss",
@@ -38,28 +44,91 @@ def supports_answer_only(model: nn.Module) -> bool:
     return model.get_output_embeddings() is not None and getattr(model, "base_model", model) is not model
 
 
+class TaskOutput(NamedTuple):
+    """What one task forward gives the training step and the methods.
+
+    ``logits`` are the rows that predict a labelled (answer) token, ``(n, vocab)``, in the order of
+    :func:`answer_positions`; ``targets`` the tokens they predict and ``samples`` each row's sample.
+    """
+
+    loss: Tensor  # mean cross-entropy over the answer tokens, as Hugging Face computes it
+    logits: Tensor
+    targets: Tensor
+    samples: Tensor
+
+
+def answer_positions(labels: Tensor, seq2seq: bool) -> tuple[Tensor, Tensor]:
+    """Where the answer is: the mask over the logits' positions that predict a labelled token, and its targets.
+
+    Decoder-only: position i predicts token i + 1, so the mask is over ``labels[:, 1:]``; seq2seq
+    decoder logits are aligned with the labels. The one definition of answer-position selection.
+    """
+    targets = labels if seq2seq else labels[:, 1:]
+    return targets != IGNORE_INDEX, targets
+
+
+def _rows(labels: Tensor, mask: Tensor) -> Tensor:
+    return torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(mask)[mask]
+
+
 def _answer_hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Hidden states at the positions that predict a labelled token, those tokens, and their rows."""
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(targets)[mask]
-    return hidden[:, :-1][mask], targets[mask], rows
+    mask, targets = answer_positions(labels, seq2seq=False)
+    return hidden[:, :-1][mask], targets[mask], _rows(labels, mask)
+
+
+def task_forward(model: nn.Module, batch: dict[str, Tensor], seq2seq: bool, answer_only: bool = True) -> TaskOutput:
+    """The training forward: the task loss and the answer rows' logits (one pass, no hook).
+
+    Decoder-only with ``answer_only`` runs the LM head on the answer positions only; otherwise
+    the full logits come from the model and the answer rows are selected from them.
+    """
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    if not seq2seq and answer_only and supports_answer_only(model):
+        hidden, targets, rows = _answer_hidden(model, input_ids, attention_mask, labels)
+        logits = model.get_output_embeddings()(hidden)
+        return TaskOutput(F.cross_entropy(logits.float(), targets), logits, targets, rows)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False)
+    mask, targets = answer_positions(labels, seq2seq)
+    logits = out.logits if seq2seq else out.logits[:, :-1]
+    return TaskOutput(out.loss, logits[mask], targets[mask], _rows(labels, mask))
+
+
+def per_sample_loss(out: TaskOutput, batch_size: int) -> Tensor:
+    """Per sample, the mean cross-entropy over its answer tokens (0 for a sample without any), float32.
+
+    With one sample per batch this is exactly the task loss; summed over a batch, each sample's
+    gradient is the one its own loss would give.
+    """
+    losses = F.cross_entropy(out.logits.float(), out.targets, reduction="none")
+    total = torch.zeros(batch_size, device=losses.device).index_add(0, out.samples, losses)
+    return total / torch.bincount(out.samples, minlength=batch_size).clamp(min=1)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (no dropout); every submodule's own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def causal_lm_loss(
     model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, answer_only: bool = True
 ) -> Tensor:
     """Mean next-token cross-entropy over the labelled (answer) tokens, as Hugging Face computes it."""
-    if answer_only and supports_answer_only(model):
-        hidden, targets, _ = _answer_hidden(model, input_ids, attention_mask, labels)
-        logits = model.get_output_embeddings()(hidden)
-        return F.cross_entropy(logits.float(), targets)
-    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return task_forward(model, batch, seq2seq=False, answer_only=answer_only).loss
 
 
 def seq2seq_loss(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
-    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return task_forward(model, batch, seq2seq=True).loss
 
 
 @torch.no_grad()

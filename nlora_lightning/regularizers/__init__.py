@@ -1,4 +1,8 @@
-"""Regularizers: pure tensor math (``functional``), layer-level terms with a registry (``terms``)."""
+"""The penalties' math as pure tensor functions (``functional``); the methods using them live in ``nlora_lightning.methods``.
+
+``RegularizerConfig`` is the deprecated entry type of ``model.regularizers`` (one release; use
+``nlora_lightning.MethodConfig`` and ``model.methods``).
+"""
 
 from nlora_lightning.regularizers.config import RegularizerConfig
 from nlora_lightning.regularizers.functional import (
@@ -8,22 +12,12 @@ from nlora_lightning.regularizers.functional import (
     official_nlora_l1,
     orthogonality_penalty,
 )
-from nlora_lightning.regularizers.terms import (
-    REGULARIZERS,
-    get_regularizer,
-    register_regularizer,
-    validate_regularizer,
-)
 
 __all__ = [
-    "REGULARIZERS",
     "RegularizerConfig",
-    "get_regularizer",
     "l1_of_product",
     "l1_of_product_naive",
     "l2_penalty",
     "official_nlora_l1",
     "orthogonality_penalty",
-    "register_regularizer",
-    "validate_regularizer",
 ]

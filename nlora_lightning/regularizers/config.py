@@ -1,4 +1,4 @@
-"""Declarative regularizer entries: one config entry per term in the loss."""
+"""Deprecated (one release): ``model.regularizers`` entries; ``model.methods`` takes the same fields (``MethodConfig``)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ class RegularizerConfig:
     """One regularization term: ``loss += weight_for(task) * regularizer(adapters, **options)``.
 
     Args:
-        name: A registered regularizer (``nlora_l1``, ``olora_orthogonality``, ``l2``, or one
-            added with :func:`nlora_lightning.regularizers.register_regularizer`).
+        name: A registered method (see ``nlora_lightning.methods``).
         weight: The lambda used for every task without an entry in ``task_weights``. ``None``
-            takes it from the module's ``regularizer_defaults`` entry of this regularizer's penalty
-            form (set by the benchmark configs; see :mod:`nlora_lightning.regularizers.defaults`).
+            takes it from the module's ``method_defaults`` entry of the method's lambda key.
         task_weights: Per-task lambdas keyed by task name (order 4 of the long benchmark uses two
             values, 0.4 and 1.2).
         options: Keyword arguments of the regularizer (e.g. ``{"mode": "official"}`` for N-LoRA).

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from nlora_lightning.io import write_text_atomic
-from nlora_lightning.regularizers.defaults import describe_lambda_form
+from nlora_lightning.methods import describe_lambda
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
 
@@ -42,15 +42,15 @@ def _hyperparameter_rows(info: dict[str, Any]) -> list[list[str]]:
         rows.append(["LoRA", f"r={lora.get('r')}, alpha={lora.get('alpha')}, dropout={lora.get('dropout')}, targets: {targets}"])
     elif hp.get("adapters") == "none":
         rows.append(["LoRA", "none (full fine-tuning)"])
-    regularizers = hp.get("regularizers") or []
+    methods = hp.get("methods") or hp.get("regularizers") or []  # run_info.json before issue 24: "regularizers"
     described = []
-    for reg in regularizers:
+    for reg in methods:
         text = f"{reg.get('name')} (lambda={reg.get('weight')}"
         text += f", per task {reg['task_weights']}" if reg.get("task_weights") else ""
         text += f", {reg['options']}" if reg.get("options") else ""
-        form = describe_lambda_form(str(reg.get("name")), reg.get("options") or {})  # which form the lambda belongs to
-        described.append(text + ")" + (f"; {form}" if form else ""))
-    rows.append(["regularizers", "; ".join(described) or "none"])
+        note = describe_lambda(str(reg.get("name")), reg.get("options") or {})  # the method's own note, e.g. the form
+        described.append(text + ")" + (f"; {note}" if note else ""))
+    rows.append(["methods", "; ".join(described) or "none"])
     if hp.get("optimizer"):
         rows.append(["optimizer", f"{hp['optimizer']} (lr={hp.get('lr')}, weight decay={hp.get('weight_decay')})"])
     for key in ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples", "seed", "data_seed",

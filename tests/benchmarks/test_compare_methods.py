@@ -33,8 +33,8 @@ def test_runs_each_method_writes_the_table_and_keeps_finished_runs(compare_metho
     assert "Training time of the 2 runs below" in table and "--preset none" in table
     nlora_info = json.loads((out / "nlora-seed0" / "run_info.json").read_text())
     assert nlora_info["status"] == "finished"
-    assert nlora_info["hyperparameters"]["regularizers"][0]["weight"] == 0.05  # --nlora-lambda reached the run
-    assert json.loads((out / "inclora-seed0" / "run_info.json").read_text())["hyperparameters"]["regularizers"] == []
+    assert nlora_info["hyperparameters"]["methods"][0]["weight"] == 0.05  # --nlora-lambda reached the run
+    assert json.loads((out / "inclora-seed0" / "run_info.json").read_text())["hyperparameters"]["methods"] == []
 
     capsys.readouterr()
     assert compare_methods.main(tiny_args(out, "inclora", "nlora")) == 0
@@ -57,7 +57,7 @@ def test_official_mode_gets_square_targets_on_a_gqa_model(compare_methods, tmp_p
         forward_transfer=False, fit_arg=["--model.lora.dropout=0.2"])
     command = compare_methods.fit_command(args, "nlora_official", 0, tmp_path / "run", "empty")
     assert command[command.index("--model.lora.target_modules") + 1] == "[q_proj]"
-    assert not any(a.startswith("--model.regularizer_defaults") for a in command)  # --nlora-lambda: delta_w form only
+    assert not any(a.startswith("--model.method_defaults") for a in command)  # --nlora-lambda: delta_w form only
     assert "--ckpt_path" not in command and "--data.data_dir" not in command
     assert command[-1] == "--model.lora.dropout=0.2"  # --fit-arg goes to every run, after the script's own
 
@@ -67,11 +67,11 @@ def test_each_lambda_option_sets_its_own_forms_default_only(compare_methods, tmp
         model="smollm2", preset="standard_order1", data_dir=None, max_train_samples=16, max_eval_samples=8, epochs=1,
         batch_size=8, max_length=256, lr=None, nlora_lambda=3e-4, nlora_official_lambda=0.2, forward_transfer=False,
         fit_arg=[])
-    defaults = {method: [(a, json.loads(command[i + 1])) for i, a in enumerate(command) if a.startswith("--model.regularizer_defaults")]
+    defaults = {method: [(a, json.loads(command[i + 1])) for i, a in enumerate(command) if a.startswith("--model.method_defaults")]
                 for method in ("nlora", "nlora_olora", "nlora_official", "olora")
                 for command in [compare_methods.fit_command(args, method, 0, tmp_path / method, "empty")]}
-    assert defaults["nlora"] == defaults["nlora_olora"] == [("--model.regularizer_defaults.nlora_l1/delta_w", {"weight": 3e-4})]
-    assert defaults["nlora_official"] == [("--model.regularizer_defaults.nlora_l1/official", {"weight": 0.2})]
+    assert defaults["nlora"] == defaults["nlora_olora"] == [("--model.method_defaults.nlora_l1/delta_w", {"weight": 3e-4})]
+    assert defaults["nlora_official"] == [("--model.method_defaults.nlora_l1/official", {"weight": 0.2})]
     assert defaults["olora"] == []
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nlora_lightning import RegularizerConfig
+from nlora_lightning import MethodConfig
 from nlora_lightning.analysis import pairwise_analysis
 from nlora_lightning.callbacks import CollisionMonitor
 
-NLORA = [RegularizerConfig("nlora_l1", weight=0.01)]
+NLORA = [MethodConfig("nlora_l1", weight=0.01)]
 TASKS = ["reviews", "topics"]
 
 
@@ -51,7 +51,7 @@ def test_state_holds_the_last_figures_and_the_key_names_tau():
 
 @pytest.mark.slow
 def test_stage_ends_write_tables_that_match_the_adapters(tiny, tiny_llama_init, make_trainer, tmp_path):
-    module = tiny.module(tiny_llama_init, regularizers=NLORA)
+    module = tiny.module(tiny_llama_init, methods=NLORA)
     reader = ReadTablesAtEpochStart()
     trainer = make_trainer(callbacks=[CollisionMonitor(tau=0.02), reader])
     trainer.fit(module, datamodule=tiny.data())

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from nlora_lightning import RegularizerConfig
+from nlora_lightning import MethodConfig
 from nlora_lightning.callbacks import ForgettingMetrics
 from nlora_lightning.data.benchmark import load_task
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
@@ -16,7 +16,7 @@ TASKS = ["reviews", "topics", "intents"]  # three tasks: with two, both schedule
 
 
 def fit(tiny, init, make_trainer, tmp_path, schedule):
-    module = tiny.module(init, regularizers=[RegularizerConfig("nlora_l1", weight=0.01)])
+    module = tiny.module(init, methods=[MethodConfig("nlora_l1", weight=0.01)])
     trainer = make_trainer(name=schedule, callbacks=[ForgettingMetrics(forward_transfer=True, bootstrap_resamples=200)])
     trainer.fit(module, datamodule=tiny.data(tasks=TASKS, eval_schedule=schedule))
     run = tmp_path / schedule

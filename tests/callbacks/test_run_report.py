@@ -4,10 +4,10 @@ import matplotlib.image
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from nlora_lightning import RegularizerConfig
+from nlora_lightning import MethodConfig
 from nlora_lightning.callbacks import CollisionMonitor, RunReport
 
-NLORA = [RegularizerConfig("nlora_l1", weight=0.01)]
+NLORA = [MethodConfig("nlora_l1", weight=0.01)]
 
 
 class FailAtTrainStart(Callback):
@@ -24,7 +24,7 @@ def test_state_carries_start_time_and_elapsed_time_into_a_resumed_fit():
 @pytest.mark.slow
 def test_fit_writes_run_info_report_and_readable_plots(tiny, tiny_llama_init, make_trainer, tmp_path):
     trainer = make_trainer(callbacks=[CollisionMonitor(), RunReport()])
-    trainer.fit(tiny.module(tiny_llama_init, regularizers=NLORA), datamodule=tiny.data())
+    trainer.fit(tiny.module(tiny_llama_init, methods=NLORA), datamodule=tiny.data())
     run = tmp_path / "run"
 
     info = json.loads((run / "run_info.json").read_text())
@@ -32,7 +32,7 @@ def test_fit_writes_run_info_report_and_readable_plots(tiny, tiny_llama_init, ma
     assert info["status"] == "finished" and info["train_time_s"] > 0 and info["started"] <= info["finished"]
     hp = info["hyperparameters"]
     assert hp["lora"] == {"r": 2, "alpha": 8, "dropout": 0.0, "target_modules": None}
-    assert hp["regularizers"] == [{"name": "nlora_l1", "weight": 0.01, "task_weights": {}, "options": {}}]
+    assert hp["methods"] == [{"name": "nlora_l1", "weight": 0.01, "task_weights": {}, "options": {}}]
     assert hp["optimizer"] == "AdamW" and hp["lr"] == pytest.approx(1e-2)
     assert (hp["epochs_per_task"], hp["batch_size"], hp["max_train_samples"], hp["max_eval_samples"]) == (1, 8, 16, 8)
     assert hp["seed"] == 0 and hp["collision_tau"] == 0.01

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from nlora_lightning import ContinualLightningModule, LoRAConfig, RegularizerConfig
+from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig
 from nlora_lightning.models import byte_tokenizer
 from nlora_lightning.models.loading import random_init_config
 
@@ -29,7 +29,7 @@ def saved_tiny_llama(tmp_path_factory):
 def quantized_module(path, bits):
     return ContinualLightningModule(
         model_name_or_path=path, quantization={"bits": bits, "compute_dtype": "float32"},
-        lora=LoRAConfig(r=2, alpha=8, dropout=0.0), regularizers=[RegularizerConfig("nlora_l1", 0.01)],
+        lora=LoRAConfig(r=2, alpha=8, dropout=0.0), methods=[MethodConfig("nlora_l1", 0.01)],
         evaluation={"mode": "rank"}, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
     )
 
@@ -45,8 +45,10 @@ def test_quantized_base_trains_only_fp32_adapters(saved_tiny_llama, bits, layer_
     ids = torch.randint(3, 200, (2, 10))
     labels = ids.clone()
     labels[:, :6] = -100
-    loss = module._task_loss({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
-    for weight, value in module.regularization_terms().values():
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    out = module.task_forward(batch)
+    loss = out.loss
+    for weight, value in module.method_losses(batch, out).values():
         loss = loss + weight * value
     loss.backward()
     assert torch.isfinite(loss) and layer.lora_A.grad is not None
@@ -68,7 +70,7 @@ def test_merging_into_a_quantized_base_is_refused(saved_tiny_llama):
 @pytest.mark.slow
 def test_bf16_mixed_precision_sequence_fits(tiny, tiny_llama_init, make_trainer, tmp_path, accelerator):
     trainer = make_trainer(name="bf16", precision="bf16-mixed")
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("nlora_l1", 0.01)])
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.01)])
     trainer.fit(module, datamodule=tiny.data())
     assert next(iter(module.adapters.layers.values())).lora_A.dtype == torch.float32  # adapters stay fp32 under autocast
     metrics = json.loads((tmp_path / "bf16" / "cl_metrics.json").read_text())

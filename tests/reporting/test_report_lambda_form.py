@@ -12,7 +12,7 @@ def settings_row(run_dir, regularizers):
     info = json.loads((run_dir / "run_info.json").read_text())
     info["hyperparameters"]["regularizers"] = regularizers
     (run_dir / "run_info.json").write_text(json.dumps(info))
-    return next(line for line in render_markdown(read_run(run_dir)).splitlines() if line.startswith("| regularizers |"))
+    return next(line for line in render_markdown(read_run(run_dir)).splitlines() if line.startswith("| methods |"))
 
 
 def test_each_nlora_form_names_its_lambdas_provenance(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nlora_lightning.lora.model import LayerFactors
-from nlora_lightning.regularizers.terms import nlora_l1
+from nlora_lightning.methods.nlora_l1 import nlora_l1_penalty as nlora_l1
 
 # (d_out, r, d_in): square, GQA-like (SmolLM2's v_proj is 192 x 576 scaled down), and wide.
 SHAPES = [(12, 3, 12), (6, 3, 18), (40, 3, 9)]

@@ -4,10 +4,12 @@ GORP (Wang et al., ACL 2025, arXiv 2507.02503) trains the full-rank weights with
 low-rank gradients *and* LoRA, and projects both gradients out of a subspace built, at the end of
 each task, from Adam's first moment. The official repository (Wcxwcxw/GORP) holds no code yet; the
 rule here follows the implementation in Hoilap/AS-LoRA, built on it: for each projected weight W
-(out x in) with first moment M after a task, the left singular vectors of M covering
-``threshold`` of its energy (GPM's rule, grown task after task) form a basis U of W's output
+(out x in) with first moment M after a task, the left singular vectors of M whose cumulative energy
+stays strictly below ``threshold`` (GPM's rule, grown task after task) form a basis U of W's output
 space, and every later gradient becomes ``G - U U^T G`` before it enters Adam's moments. The
-released scripts project the new adapter's A only (``proj_lora_modules ...loranew_A``).
+released scripts project the new adapter's A only (``proj_lora_modules ...loranew_A``). For A
+(r x d_in) the output space has r dimensions: once the basis fills them, A gets no gradient at all
+(a warning is logged).
 
 Only this LoRA part is implemented: the full-rank GaLore branch (training the base weights through
 a rank-128 gradient projection, with its own projection of those gradients) is not, so the frozen
@@ -16,24 +18,24 @@ base stays frozen here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+import logging
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from nlora_lightning.gradients.base import GradientTransform, register_gradient_transform
 from nlora_lightning.gradients.functional import energy_basis, expand_basis, project_out
-
-if TYPE_CHECKING:
-    from nlora_lightning.module import ContinualLightningModule
+from nlora_lightning.methods.base import Method, TaskBatches, register_method
 
 __all__ = ["GORP"]
+
+log = logging.getLogger(__name__)
 
 _FACTORS = ("A", "B")
 
 
-@register_gradient_transform("gorp")
-class GORP(GradientTransform):
+@register_method("gorp")
+class GORP(Method):
     """Project the slot's gradients out of the earlier tasks' first-moment subspaces.
 
     Args:
@@ -48,6 +50,8 @@ class GORP(GradientTransform):
         ('A',)
     """
 
+    adds_loss = False
+
     def __init__(self, threshold: float = 0.9, factors: Sequence[str] = ("A",)) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
@@ -59,12 +63,12 @@ class GORP(GradientTransform):
         self.bases: dict[str, Tensor] = {}  # "<layer>.<factor>" -> d_rows x k, on the CPU
         self._on_device: dict[str, Tensor] = {}
 
-    def _params(self, module: "ContinualLightningModule"):
+    def _params(self, module: Any):
         for name, layer in module.adapters.layers.items():
             for factor in self.factors:
                 yield f"{name}.{factor}", layer.lora_A if factor == "A" else layer.lora_B
 
-    def apply(self, module: "ContinualLightningModule") -> dict[str, Any]:
+    def before_optimizer_step(self, module: Any) -> dict[str, float]:
         if not self.bases:
             return {}
         dims = []
@@ -76,11 +80,13 @@ class GORP(GradientTransform):
             dims.append(basis.shape[1] / basis.shape[0])
         return {"subspace_fraction": sum(dims) / len(dims)} if dims else {}
 
-    def on_task_end(self, module: "ContinualLightningModule", stage: int) -> None:
-        optimizer = _optimizer(module)
-        if optimizer is None:
+    def on_task_end(self, module: Any, stage: int, batches: TaskBatches) -> None:
+        trainer = getattr(module, "_trainer", None)
+        optimizer = trainer.optimizers[0] if trainer is not None and trainer.optimizers else None
+        if optimizer is None:  # the task's optimizer still exists here; none without a trainer
             return
         first = not self.bases  # GPM's first-task rule until any subspace exists, then growth
+        full = []
         for key, param in self._params(module):
             moment = optimizer.state.get(param, {}).get("exp_avg")
             if moment is None:  # no step taken for this parameter in this task
@@ -91,7 +97,13 @@ class GORP(GradientTransform):
                 previous = self.bases.get(key, moment.new_zeros(moment.shape[0], 0))
                 basis = expand_basis(moment, previous.to(moment.device), self.threshold)
             self.bases[key] = basis.detach().cpu()
+            if basis.shape[1] >= basis.shape[0]:
+                full.append(key)
         self._on_device.clear()
+        if full:
+            log.warning("gorp: after task %d the projection basis fills all %d output dimensions of %d matrices (e.g. %s): "
+                        "their gradients are projected to zero, so they stop learning", stage,
+                        self.bases[full[0]].shape[0], len(full), full[0])
 
     def _device_basis(self, key: str, param: Tensor) -> Optional[Tensor]:
         basis = self.bases.get(key)
@@ -108,11 +120,3 @@ class GORP(GradientTransform):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bases = {k: v.detach().cpu() for k, v in state.get("bases", {}).items()}
         self._on_device.clear()
-
-
-def _optimizer(module: "ContinualLightningModule"):
-    """The task's optimizer while it still exists (``finish_task`` runs before it is replaced)."""
-    trainer = getattr(module, "_trainer", None)
-    if trainer is None or not trainer.optimizers:
-        return None
-    return trainer.optimizers[0]

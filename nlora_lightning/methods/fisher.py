@@ -1,4 +1,4 @@
-"""Empirical diagonal Fisher information at a task's end: the mean squared gradient of the task loss.
+"""Empirical diagonal Fisher information at a task's end, and the online importance EWC and EWC-LoRA share.
 
 ``F = (1/N) sum_i g_i^2`` over a seeded subset of ``N`` training samples of the finished task, with
 ``g_i`` the gradient of sample i's own loss (the mean cross-entropy over its answer tokens): the
@@ -6,7 +6,8 @@ textbook empirical Fisher. Samples are processed ``batch_size`` at a time, yet e
 gradient: the per-sample losses are summed, so one backward gives every sample's gradient at each
 adapted layer's output, and the gradient of a weight is ``grad_output^T input`` over that sample's
 positions. ``per_sample=False`` squares each batch's mean gradient instead (``F = (1/N) sum_b |b|
-g_b^2``), the form of the EWC-LoRA release.
+g_b^2``), the form of the EWC-LoRA release; it weighs each sample by its number of answer tokens
+(the batch loss is a mean over tokens, not over samples).
 
 Gradients come from ``torch.autograd.grad``, so the parameters' ``.grad`` buffers are left alone.
 The pass runs in eval mode (no dropout) under the trainer's precision context. Every rank computes
@@ -21,36 +22,15 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from nlora_lightning.losses.heads import capture_lm_head, eval_mode, per_sample_answer_loss
+from nlora_lightning.methods.base import Method
+from nlora_lightning.models.forward import eval_mode, per_sample_loss
 
-__all__ = ["task_batches", "update_fisher", "slot_fisher"]
+__all__ = ["OnlineImportance", "layer_signals", "slot_fisher", "update_fisher"]
 
 Batch = dict[str, Tensor]
 # Per unit (one sample, or one batch): its weight and, per adapted layer, (grad_output, input) rows
 # over the unit's positions, one pair per call of the layer.
 Signals = tuple[int, dict[str, list[tuple[Tensor, Tensor]]]]
-
-
-def task_batches(module: Any, stage: int, samples: int, batch_size: int) -> Iterator[Batch]:
-    """``samples`` training samples of ``stage`` (drawn by (module seed, stage)), collated, on the module's device.
-
-    Raises:
-        RuntimeError: If the module has no trainer with a task-sequence data module (the data source).
-    """
-    from nlora_lightning.data.collate import TrainCollator
-
-    trainer = module._trainer
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    if datamodule is None or not hasattr(datamodule, "stage_train_examples"):
-        raise RuntimeError("a Fisher estimate needs the finished task's training data: finish_task must run under a "
-                           "Trainer with a TaskSequenceDataModule")
-    examples = datamodule.stage_train_examples(stage)
-    generator = torch.Generator().manual_seed(module.seed * 1_000_003 + stage)
-    chosen = torch.randperm(len(examples), generator=generator)[:samples].tolist()
-    collate = TrainCollator(datamodule.tokenizer.pad_token_id, bool(datamodule.decoder_only))
-    for start in range(0, len(chosen), batch_size):
-        batch = collate([examples[i] for i in chosen[start : start + batch_size]])
-        yield {k: v.to(module.device) for k, v in batch.items()}
 
 
 @contextmanager
@@ -85,11 +65,9 @@ def layer_signals(module: Any, batches: Iterable[Batch], per_sample: bool = True
         with _estimation_mode(module):
             for batch in batches:
                 calls.clear()
-                logits: list[Tensor] = []
-                with capture_lm_head(module.model, logits):
-                    batch_loss = module._task_loss(batch)
+                out = module.task_forward(batch)
                 size = int(batch["input_ids"].shape[0])
-                loss = per_sample_answer_loss(logits[-1], batch["labels"], module.is_seq2seq).sum() if per_sample else batch_loss
+                loss = per_sample_loss(out, size).sum() if per_sample else out.loss
                 keys = [(name, i) for name, seen in calls.items() for i in range(len(seen))]
                 grads = torch.autograd.grad(loss, [calls[n][i][1] for n, i in keys], allow_unused=True)
                 pairs: dict[str, list[tuple[Tensor, Tensor]]] = {}
@@ -157,3 +135,51 @@ def slot_fisher(module: Any, batches: Iterable[Batch], per_sample: bool = True) 
             total[f"{name}.B"].add_(grad_B.square_(), alpha=weight)
         count += weight
     return _finish(total, count)
+
+
+class OnlineImportance(Method):
+    """Importance and anchor per tensor name, folded in once per finished task (online EWC).
+
+    ``omega <- gamma * omega + F_t`` (Schwarz et al. 2018; the EWC-LoRA release uses gamma = 1).
+    State (importance, anchor, tasks folded in) travels in the module's checkpoint.
+    """
+
+    def __init__(self, fisher_samples: int, fisher_batch_size: int, fisher_per_sample: bool, gamma: float) -> None:
+        for label, value in (("fisher_samples", fisher_samples), ("fisher_batch_size", fisher_batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma (decay of earlier tasks' importance) must lie in [0, 1], got {gamma!r}")
+        self.fisher_samples = fisher_samples
+        self.fisher_batch_size = fisher_batch_size
+        self.fisher_per_sample = bool(fisher_per_sample)
+        self.gamma = float(gamma)
+        self.importance: dict[str, Tensor] = {}  # CPU, float32
+        self.anchor: dict[str, Tensor] = {}  # CPU
+        self.tasks: list[int] = []
+        self._on_device: dict[str, Tensor] = {}
+
+    def _fold_in(self, stage: int, fisher: dict[str, Tensor], anchor: dict[str, Tensor]) -> None:
+        for name, value in fisher.items():
+            old = self.importance.get(name)
+            self.importance[name] = value if old is None else self.gamma * old + value
+        self.anchor = anchor
+        self.tasks.append(stage)
+        self._on_device = {}
+
+    def _device_copy(self, kind: str, name: str, like: Tensor) -> Tensor:
+        """``self.<kind>[name]`` on ``like``'s device and dtype, cached until the state changes."""
+        key = f"{kind}:{name}"
+        cached = self._on_device.get(key)
+        if cached is None or cached.device != like.device:
+            cached = self._on_device[key] = getattr(self, kind)[name].to(device=like.device, dtype=like.dtype)
+        return cached
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"importance": dict(self.importance), "anchor": dict(self.anchor), "tasks": list(self.tasks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.importance = dict(state.get("importance", {}))
+        self.anchor = dict(state.get("anchor", {}))
+        self.tasks = [int(t) for t in state.get("tasks", [])]
+        self._on_device = {}

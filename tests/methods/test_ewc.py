@@ -5,11 +5,11 @@ import io
 import pytest
 import torch
 
-from nlora_lightning import RegularizerConfig
+from nlora_lightning import MethodConfig
 
 
 def _module(tiny, init, name, adapters):
-    module = tiny.module(init, adapters=adapters, regularizers=[RegularizerConfig(name, 2.0)])
+    module = tiny.module(init, adapters=adapters, methods=[MethodConfig(name, 2.0)])
     module.configure_model()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -36,8 +36,8 @@ def _random_state(module, seed, kind):
 @pytest.mark.parametrize("adapters", ["per_task", "shared"])
 def test_ewc_lora_penalty_matches_naive_form(tiny, tiny_llama_init, adapters):
     module = _module(tiny, tiny_llama_init, "ewc_lora", adapters)
-    term = module.loss_terms.terms["ewc_lora"]
-    assert term.value(module, None).item() == 0.0  # no finished task yet
+    term = module.method_objects[0]
+    assert term.loss(module, {}, None).item() == 0.0  # no finished task yet
     fisher, anchor = _random_state(module, 1, "update")
     term._fold_in(0, fisher, anchor)
     expected = 0.0
@@ -46,25 +46,25 @@ def test_ewc_lora_penalty_matches_naive_form(tiny, tiny_llama_init, adapters):
         if adapters == "shared":
             delta = delta - anchor[f"{name}.B"] @ anchor[f"{name}.A"]
         expected = expected + (fisher[name] * delta.square()).sum()
-    torch.testing.assert_close(term.value(module, None), expected)
-    assert module.regularization_terms()["ewc_lora"][0] == 2.0
+    torch.testing.assert_close(term.loss(module, {}, None), expected)
+    assert module.method_losses({}, None)["ewc_lora"][0] == 2.0
 
 
 def test_ewc_penalty_matches_naive_form(tiny, tiny_llama_init):
     module = _module(tiny, tiny_llama_init, "ewc", "shared")
-    term = module.loss_terms.terms["ewc"]
+    term = module.method_objects[0]
     fisher, anchor = _random_state(module, 2, "param")
     term._fold_in(0, fisher, anchor)
     expected = sum(
         (fisher[f"{n}.{k}"] * (getattr(l, f"lora_{k}") - anchor[f"{n}.{k}"]).square()).sum()
         for n, l in module.adapters.layers.items() for k in "AB"
     )
-    torch.testing.assert_close(term.value(module, None), expected)
+    torch.testing.assert_close(term.loss(module, {}, None), expected)
 
 
 def test_importance_accumulates_online_with_gamma(tiny, tiny_llama_init):
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("ewc_lora", 1.0, options={"gamma": 0.5})])
-    term = module.loss_terms.terms["ewc_lora"]
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("ewc_lora", 1.0, options={"gamma": 0.5})])
+    term = module.method_objects[0]
     term._fold_in(0, {"x": torch.tensor([4.0])}, {})
     term._fold_in(1, {"x": torch.tensor([1.0])}, {})
     assert term.importance["x"].item() == 0.5 * 4.0 + 1.0 and term.tasks == [0, 1]
@@ -72,7 +72,7 @@ def test_importance_accumulates_online_with_gamma(tiny, tiny_llama_init):
 
 def test_fisher_state_survives_a_checkpoint(tiny, tiny_llama_init):
     module = _module(tiny, tiny_llama_init, "ewc_lora", "shared")
-    term = module.loss_terms.terms["ewc_lora"]
+    term = module.method_objects[0]
     term._fold_in(0, *_random_state(module, 3, "update"))
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
@@ -81,9 +81,9 @@ def test_fisher_state_survives_a_checkpoint(tiny, tiny_llama_init):
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)  # plain data, as Lightning resumes
 
-    resumed = tiny.module(tiny_llama_init, adapters="shared", regularizers=[RegularizerConfig("ewc_lora", 2.0)])
+    resumed = tiny.module(tiny_llama_init, adapters="shared", methods=[MethodConfig("ewc_lora", 2.0)])
     resumed.on_load_checkpoint(loaded)
-    other = resumed.loss_terms.terms["ewc_lora"]
+    other = resumed.method_objects[0]
     assert other.tasks == term.tasks and set(other.importance) == set(term.importance) and set(other.anchor) == set(term.anchor)
     assert all(torch.equal(other.importance[k], term.importance[k]) for k in term.importance)
     assert all(torch.equal(other.anchor[k], term.anchor[k]) for k in term.anchor)
@@ -91,4 +91,4 @@ def test_fisher_state_survives_a_checkpoint(tiny, tiny_llama_init):
         for name, layer in resumed.adapters.layers.items():
             layer.lora_A.copy_(module.adapters.layers[name].lora_A)
             layer.lora_B.copy_(module.adapters.layers[name].lora_B)
-    torch.testing.assert_close(other.value(resumed, None), term.value(module, None))
+    torch.testing.assert_close(other.loss(resumed, {}, None), term.loss(module, {}, None))

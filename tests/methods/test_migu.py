@@ -9,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nlora_lightning.errors import ConfigurationError
-from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
-from nlora_lightning.gradients.migu import MIGU
+from nlora_lightning.methods import MIGU
 from nlora_lightning.lora import ContinualLoRALinear
 
 
@@ -21,47 +19,58 @@ def make_layer(seed=0, d_in=6, d_out=9, r=4):
     layer = ContinualLoRALinear(nn.Linear(d_in, d_out), r, alpha=8.0)
     with torch.no_grad():
         layer.lora_B.normal_()
-    layer.record_slot_magnitudes = True
     return layer
-
-
-def test_layer_records_summed_output_magnitudes_of_A_and_B():
-    layer = make_layer()
-    x1, x2 = torch.randn(2, 3, 6), torch.randn(4, 6)  # two micro-batches of one optimizer step
-    layer(x1), layer(x2)
-    a, b = layer.pop_slot_magnitudes()
-    tokens = torch.cat([x1.reshape(-1, 6), x2])
-    hidden = tokens @ layer.lora_A.detach().T
-    torch.testing.assert_close(a, hidden.abs().sum(0))
-    torch.testing.assert_close(b, (hidden @ layer.lora_B.detach().T).abs().sum(0))
-    assert layer.pop_slot_magnitudes() is None  # popping resets
-
-
-def test_layer_records_nothing_in_eval_mode_without_grad_or_when_off():
-    layer = make_layer()
-    with torch.no_grad():
-        layer(torch.randn(2, 6))
-    layer.eval()
-    layer(torch.randn(2, 6))
-    layer.train()
-    layer.record_slot_magnitudes = False
-    layer(torch.randn(2, 6))
-    assert layer.pop_slot_magnitudes() is None
 
 
 def fake_module(layers, task):
     return SimpleNamespace(adapters=SimpleNamespace(layers=layers), current_task=task)
 
 
+def attached(layers, task=1, **options):
+    """A MIGU whose forward hooks sit on ``layers``' taps (as ``attach`` does in a module)."""
+    migu = MIGU(**options)
+    migu.attach(fake_module(layers, task))
+    return migu
+
+
+def recorded(migu, layer):
+    return migu._pop(layer.slot_hidden), migu._pop(layer.slot_output)
+
+
+def test_hooks_record_summed_output_magnitudes_of_A_and_B():
+    layer = make_layer()
+    migu = attached({"a": layer})
+    x1, x2 = torch.randn(2, 3, 6), torch.randn(4, 6)  # two micro-batches of one optimizer step
+    layer(x1), layer(x2)
+    a, b = recorded(migu, layer)
+    tokens = torch.cat([x1.reshape(-1, 6), x2])
+    hidden = tokens @ layer.lora_A.detach().T
+    torch.testing.assert_close(a, hidden.abs().sum(0))
+    torch.testing.assert_close(b, (hidden @ layer.lora_B.detach().T).abs().sum(0))
+    assert recorded(migu, layer) == (None, None)  # popping resets
+
+
+def test_hooks_record_nothing_in_eval_mode_or_without_grad_and_the_layer_keeps_no_statistics():
+    layer = make_layer()
+    migu = attached({"a": layer})
+    with torch.no_grad():
+        layer(torch.randn(2, 6))
+    layer.eval()
+    layer(torch.randn(2, 6))
+    assert recorded(migu, layer) == (None, None)
+    assert not any("magnitude" in name for name in vars(layer))  # MIGU's statistics live in MIGU
+
+
 def test_apply_masks_the_rows_a_naive_recomputation_selects():
     layers = {"a": make_layer(0), "b": make_layer(1, d_in=5, d_out=12, r=3)}
+    migu = attached(layers, top_ratio=0.5)
     grads = {}
     for name, layer in layers.items():
         x = torch.randn(7, layer.in_features)
         layer(x).pow(2).sum().backward()
         hidden = x @ layer.lora_A.detach().T
         grads[name] = (layer.lora_A.grad.clone(), layer.lora_B.grad.clone(), hidden.abs().sum(0), (hidden @ layer.lora_B.detach().T).abs().sum(0))
-    logged = MIGU(top_ratio=0.5).apply(fake_module(layers, task=1))
+    logged = migu.before_optimizer_step(fake_module(layers, task=1))
     kept = total = 0
     for name, layer in layers.items():
         grad_A, grad_B, mag_A, mag_B = grads[name]
@@ -80,36 +89,23 @@ def test_apply_masks_the_rows_a_naive_recomputation_selects():
 
 def test_first_task_is_left_unmasked_by_default():
     layer = make_layer()
+    migu = attached({"a": layer}, task=0)
     layer(torch.randn(3, 6)).sum().backward()
     before = layer.lora_B.grad.clone()
-    assert MIGU().apply(fake_module({"a": layer}, task=0)) == {}
+    assert migu.before_optimizer_step(fake_module({"a": layer}, task=0)) == {}
     assert torch.equal(layer.lora_B.grad, before)
-    assert layer.pop_slot_magnitudes() is None  # still consumed, so task 0's statistics never leak into task 1
+    assert recorded(migu, layer) == (None, None)  # still consumed, so task 0's statistics never leak into task 1
 
 
 def test_first_task_is_masked_when_asked_and_task_end_passes_are_discarded():
     layer = make_layer()
+    migu = attached({"a": layer}, task=0, top_ratio=0.25, skip_first_task=False)
     layer(torch.randn(3, 6)).sum().backward()
-    logged = MIGU(top_ratio=0.25, skip_first_task=False).apply(fake_module({"a": layer}, task=0))
+    logged = migu.before_optimizer_step(fake_module({"a": layer}, task=0))
     assert logged == {"kept_fraction": (1 + 3) / (4 + 9)}  # rows at or above the 75th percentile: 1 of 4 in A, 3 of 9 in B
     layer(torch.randn(3, 6))  # e.g. a Fisher estimate at the task's end
-    MIGU().on_task_end(fake_module({"a": layer}, task=0), 0)
-    assert layer.pop_slot_magnitudes() is None
-
-
-@pytest.mark.parametrize(
-    "configs, adapters, message",
-    [
-        ([GradientTransformConfig("nope")], "shared", "unknown gradient transform 'nope'"),
-        ([GradientTransformConfig("migu", {"ratio": 0.3})], "shared", r"no option\(s\) \['ratio'\]"),
-        ([GradientTransformConfig("migu", {"top_ratio": 1.5})], "shared", r"top_ratio must be a number in \(0, 1\]"),
-        ([GradientTransformConfig("migu")], "none", "adapters='none' has none"),
-        ([GradientTransformConfig("migu"), GradientTransformConfig("migu")], "shared", "twice"),
-    ],
-)
-def test_bad_configurations_fail_with_one_clear_error(configs, adapters, message):
-    with pytest.raises(ConfigurationError, match=message):
-        build_gradient_transforms(configs, adapters)
+    migu.on_task_end(fake_module({"a": layer}, task=0), 0, None)
+    assert recorded(migu, layer) == (None, None)
 
 
 class FirstStepOfTaskOne(pl.Callback):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nlora_lightning import RegularizerConfig
+from nlora_lightning import MethodConfig
 
 
 def _randomise_slot(module, seed):
@@ -15,9 +15,9 @@ def _randomise_slot(module, seed):
 
 @pytest.mark.parametrize("consolidation", ["lowrank", "merge"])
 def test_ella_penalises_the_new_update_where_the_past_ones_are_large(tiny, tiny_llama_init, consolidation):
-    module = tiny.module(tiny_llama_init, consolidation=consolidation, regularizers=[RegularizerConfig("ella", 3.0)])
+    module = tiny.module(tiny_llama_init, consolidation=consolidation, methods=[MethodConfig("ella", 3.0)])
     module.configure_model()
-    assert module.regularization_terms()["ella"][1].item() == 0.0  # first task: no past update
+    assert module.method_losses({}, None)["ella"][1].item() == 0.0  # first task: no past update
     past = {}
     for stage in (0, 1):
         _randomise_slot(module, stage)
@@ -25,7 +25,7 @@ def test_ella_penalises_the_new_update_where_the_past_ones_are_large(tiny, tiny_
         module.finish_task(stage)
         module.start_task(stage + 1)
     _randomise_slot(module, 7)
-    weight, value = module.regularization_terms()["ella"]
+    weight, value = module.method_losses({}, None)["ella"]
     expected = sum(((l.scaling * l.lora_B @ l.lora_A) * past[n]).square().sum() for n, l in module.adapters.layers.items())
     assert weight == 3.0
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=0.0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nlora_lightning.data.collate import TrainCollator
-from nlora_lightning.losses.fisher import slot_fisher, update_fisher
+from nlora_lightning.methods.fisher import slot_fisher, update_fisher
 
 
 def _module(tiny, init):
@@ -38,7 +38,7 @@ def _reference(module, examples, wrt):
     module.model.eval()
     total = None
     for example in examples:
-        grads = wrt(module._task_loss(_batch([example])))
+        grads = wrt(module.task_forward(_batch([example])).loss)
         squares = {k: g.detach().square() / len(examples) for k, g in grads.items()}
         total = squares if total is None else {k: total[k] + squares[k] for k in total}
     return total
@@ -85,7 +85,7 @@ def test_batch_mean_form_squares_the_batch_gradient(tiny, tiny_llama_init):
     batch = _batch(_examples())
     fisher = slot_fisher(module, [batch], per_sample=False)
     module.model.eval()
-    grads = _slot_gradients(module)(module._task_loss(batch))
+    grads = _slot_gradients(module)(module.task_forward(batch).loss)
     for key, grad in grads.items():
         _close(fisher[key], grad.square())
 
@@ -115,7 +115,7 @@ def test_per_sample_fisher_on_a_seq2seq_model(tiny, tiny_t5_init):
     module.model.eval()
     expected = {n: torch.zeros_like(w) for n, w in weights.items()}
     for example in examples:
-        grads = torch.autograd.grad(module._task_loss(collate([example])), list(weights.values()))
+        grads = torch.autograd.grad(module.task_forward(collate([example])).loss, list(weights.values()))
         for n, g in zip(weights, grads):
             expected[n] += g.square() / len(examples)
     for n in weights:

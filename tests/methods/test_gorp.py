@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from nlora_lightning.errors import ConfigurationError
-from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
+from nlora_lightning.methods import build_method
 from nlora_lightning.gradients.functional import energy_basis, expand_basis
-from nlora_lightning.gradients.gorp import GORP
+from nlora_lightning.methods import GORP
 from nlora_lightning.lora import ContinualLoRALinear
 
 
@@ -31,7 +31,7 @@ def fake_module(seed=0):
 def test_task_end_builds_then_grows_the_first_moment_subspace():
     module = fake_module()
     gorp = GORP(threshold=0.9, factors=["A", "B"])
-    gorp.on_task_end(module, 0)
+    gorp.on_task_end(module, 0, None)
     state = module._trainer.optimizers[0].state
     for name, layer in module.adapters.layers.items():
         torch.testing.assert_close(gorp.bases[f"{name}.A"], energy_basis(state[layer.lora_A]["exp_avg"], 0.9))
@@ -42,7 +42,7 @@ def test_task_end_builds_then_grows_the_first_moment_subspace():
     next_state = following._trainer.optimizers[0].state = {
         p: {"exp_avg": torch.randn(p.shape)} for l in module.adapters.layers.values() for p in (l.lora_A, l.lora_B)
     }
-    gorp.on_task_end(following, 1)
+    gorp.on_task_end(following, 1, None)
     layer = module.adapters.layers["q"]
     torch.testing.assert_close(gorp.bases["q.A"], expand_basis(next_state[layer.lora_A]["exp_avg"], first["q.A"], 0.9))
     assert gorp.bases["q.A"].shape[1] >= first["q.A"].shape[1]
@@ -51,13 +51,13 @@ def test_task_end_builds_then_grows_the_first_moment_subspace():
 def test_apply_removes_the_stored_subspace_from_the_gradients():
     module = fake_module()
     gorp = GORP(threshold=0.95)
-    assert gorp.apply(module) == {}  # nothing stored yet: first task untouched
-    gorp.on_task_end(module, 0)
+    assert gorp.before_optimizer_step(module) == {}  # nothing stored yet: first task untouched
+    gorp.on_task_end(module, 0, None)
     for layer in module.adapters.layers.values():
         layer.lora_A.grad = torch.randn(layer.lora_A.shape)
         layer.lora_B.grad = torch.randn(layer.lora_B.shape)
     untouched = {n: l.lora_B.grad.clone() for n, l in module.adapters.layers.items()}
-    logged = gorp.apply(module)
+    logged = gorp.before_optimizer_step(module)
     for name, layer in module.adapters.layers.items():
         basis = gorp.bases[f"{name}.A"]
         assert basis.shape[1] > 0
@@ -70,7 +70,7 @@ def test_apply_removes_the_stored_subspace_from_the_gradients():
 def test_state_round_trips():
     module = fake_module()
     gorp = GORP()
-    gorp.on_task_end(module, 0)
+    gorp.on_task_end(module, 0, None)
     restored = GORP()
     restored.load_state_dict(gorp.state_dict())
     assert restored.bases.keys() == gorp.bases.keys()
@@ -80,7 +80,7 @@ def test_state_round_trips():
 @pytest.mark.parametrize("options, message", [({"threshold": 0.0}, "threshold"), ({"factors": ["C"]}, "factors"), ({"factors": []}, "factors")])
 def test_bad_options_fail_with_one_clear_error(options, message):
     with pytest.raises(ConfigurationError, match=message):
-        build_gradient_transforms([GradientTransformConfig("gorp", options)], "per_task")
+        build_method("gorp", options)
 
 
 class OrthogonalInTaskOne(pl.Callback):
@@ -90,7 +90,7 @@ class OrthogonalInTaskOne(pl.Callback):
         self.checked = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        gorp = module.gradient_transforms[0]
+        gorp = module.method_objects[0]
         if module.current_task != 1:
             return
         optimizer = trainer.optimizers[0]
@@ -108,7 +108,7 @@ class OrthogonalInTaskOne(pl.Callback):
 def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp_path, accelerator, fit_method_on_tiny):
     probe = OrthogonalInTaskOne()
     cli = fit_method_on_tiny("gorp", probe, tmp_path, accelerator)
-    module, gorp = cli.model, cli.model.gradient_transforms[0]
+    module, gorp = cli.model, cli.model.method_objects[0]
     assert module.method_name == "gorp" and sorted(module.adapters.snapshots) == [0, 1]
     assert probe.checked > 0, "no layer had a non-empty subspace during task 1"
     assert set(gorp.bases) == {f"{n}.A" for n in module.adapters.layers}
@@ -117,11 +117,11 @@ def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp
     path = tmp_path / "after.ckpt"
     cli.trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    saved = checkpoint["nlora"]["gradient_transforms"][0]["bases"]
+    saved = checkpoint["nlora"]["methods"]["gorp"]["bases"]
     assert all(torch.equal(saved[k], gorp.bases[k]) for k in gorp.bases)
     resumed = type(module)(**{k: v for k, v in module.hparams.items() if not k.startswith("_")})
     resumed.on_load_checkpoint(checkpoint)
-    assert all(torch.equal(resumed.gradient_transforms[0].bases[k], gorp.bases[k]) for k in gorp.bases)
+    assert all(torch.equal(resumed.method_objects[0].bases[k], gorp.bases[k]) for k in gorp.bases)
     assert (tmp_path / "gorp" / "cl_metrics.json").exists()
     header = (tmp_path / "gorp" / "metrics.csv").read_text().splitlines()[0]
     assert "train/grad/gorp/subspace_fraction" in header

@@ -1,7 +1,7 @@
 import pytest
 
 from nlora_lightning.errors import ConfigurationError
-from nlora_lightning.regularizers import RegularizerConfig
+from nlora_lightning.methods import MethodConfig
 from nlora_lightning.regularizers.defaults import FORM_NOTES, FORMS, describe_lambda_form, lambda_form, resolve_regularizer_weights
 
 PAPER_AND_SWEEP = {
@@ -40,8 +40,8 @@ def test_unknown_mode_or_reduction_is_refused(options, message):
 
 
 def test_each_entry_takes_the_default_of_its_own_form():
-    listed = [RegularizerConfig("nlora_l1", options={"mode": "official"}), RegularizerConfig("nlora_l1"),
-              RegularizerConfig("olora_orthogonality"), RegularizerConfig("l2", weight=0.0)]
+    listed = [MethodConfig("nlora_l1", options={"mode": "official"}), MethodConfig("nlora_l1"),
+              MethodConfig("olora_orthogonality"), MethodConfig("l2", weight=0.0)]
     official, delta_w, olora, l2 = resolve_regularizer_weights(listed, PAPER_AND_SWEEP)
     assert (official.weight, official.weight_for("WiC")) == (0.4, 1.2)
     assert (delta_w.weight, delta_w.weight_for("WiC"), delta_w.task_weights) == (0.001, 0.001, {})
@@ -50,8 +50,8 @@ def test_each_entry_takes_the_default_of_its_own_form():
 
 
 def test_an_explicit_weight_wins_and_entry_task_weights_override_the_defaults():
-    explicit = RegularizerConfig("nlora_l1", weight=0.02, options={"mode": "official"})
-    partial = RegularizerConfig("nlora_l1", task_weights={"WiC": 3.0}, options={"mode": "official"})
+    explicit = MethodConfig("nlora_l1", weight=0.02, options={"mode": "official"})
+    partial = MethodConfig("nlora_l1", task_weights={"WiC": 3.0}, options={"mode": "official"})
     kept, merged = resolve_regularizer_weights([explicit, partial], PAPER_AND_SWEEP)
     assert kept is explicit
     assert (merged.weight, merged.weight_for("WiC")) == (0.4, 3.0)
@@ -60,12 +60,12 @@ def test_an_explicit_weight_wins_and_entry_task_weights_override_the_defaults():
 def test_a_form_without_default_fails_naming_the_form_and_never_borrows_another_forms_lambda():
     with pytest.raises(ConfigurationError, match=r"form nlora_l1/delta_w/mean\) has no weight.*nlora_l1/delta_w'.*"
                                                 r"--model.regularizer_defaults.nlora_l1/delta_w/mean"):
-        resolve_regularizer_weights([RegularizerConfig("nlora_l1", options={"reduction": "mean"})], PAPER_AND_SWEEP)
+        resolve_regularizer_weights([MethodConfig("nlora_l1", options={"reduction": "mean"})], PAPER_AND_SWEEP)
     only_official = {"nlora_l1/official": {"weight": 0.4}}
     with pytest.raises(ConfigurationError, match=r"form nlora_l1/delta_w\) has no weight.*only for \['nlora_l1/official'\]"):
-        resolve_regularizer_weights([RegularizerConfig("nlora_l1")], only_official)
+        resolve_regularizer_weights([MethodConfig("nlora_l1")], only_official)
     with pytest.raises(ConfigurationError, match="has no weight and no default for its form: give the entry a weight"):
-        resolve_regularizer_weights([RegularizerConfig("olora_orthogonality")], None)
+        resolve_regularizer_weights([MethodConfig("olora_orthogonality")], None)
 
 
 @pytest.mark.parametrize("defaults, message", [
@@ -83,4 +83,4 @@ def test_bad_defaults_are_refused_even_when_no_entry_uses_them(defaults, message
 
 def test_a_negative_default_is_refused_like_a_negative_weight():
     with pytest.raises(ValueError, match="must be a finite number >= 0"):
-        resolve_regularizer_weights([RegularizerConfig("nlora_l1")], {"nlora_l1/delta_w": {"weight": -1.0}})
+        resolve_regularizer_weights([MethodConfig("nlora_l1")], {"nlora_l1/delta_w": {"weight": -1.0}})

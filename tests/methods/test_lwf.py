@@ -2,8 +2,8 @@
 
 import torch
 
-from nlora_lightning import RegularizerConfig
-from nlora_lightning.losses.heads import answer_logits
+from nlora_lightning import MethodConfig
+from nlora_lightning.models.forward import answer_positions, task_forward
 from nlora_lightning.regularizers import functional as F
 
 
@@ -16,19 +16,29 @@ def _batch():
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
-def test_answer_logits_pick_the_rows_that_predict_labels():
+def test_answer_positions_pick_the_rows_that_predict_labels():
     batch = _batch()
     logits = torch.randn(2, 10, 5)
     rows = [logits[b, i] for b in range(2) for i in range(9) if batch["labels"][b, i + 1] != -100]
-    torch.testing.assert_close(answer_logits(logits, batch["labels"], seq2seq=False), torch.stack(rows))
+    mask, _ = answer_positions(batch["labels"], seq2seq=False)
+    torch.testing.assert_close(logits[:, :-1][mask], torch.stack(rows))
     seq2seq = [logits[b, i] for b in range(2) for i in range(10) if batch["labels"][b, i] != -100]
-    torch.testing.assert_close(answer_logits(logits, batch["labels"], seq2seq=True), torch.stack(seq2seq))
-    flat = torch.randn(7, 5)
-    assert answer_logits(flat, batch["labels"], seq2seq=False) is flat  # the answer-only head's rows
+    mask, _ = answer_positions(batch["labels"], seq2seq=True)
+    torch.testing.assert_close(logits[mask], torch.stack(seq2seq))
+
+
+def test_task_forward_gives_the_same_answer_logits_with_and_without_the_answer_only_head(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init)
+    module.configure_model()
+    fast = task_forward(module.model, _batch(), seq2seq=False, answer_only=True)
+    full = task_forward(module.model, _batch(), seq2seq=False, answer_only=False)
+    torch.testing.assert_close(fast.logits, full.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.loss, full.loss, rtol=1e-5, atol=1e-6)
+    assert fast.samples.tolist() == [0, 0, 0, 1, 1, 1, 1] and fast.logits.shape[0] == 7
 
 
 def _at_second_task(tiny, init, answer_only=True):
-    module = tiny.module(init, regularizers=[RegularizerConfig("lwf", 1.0)], answer_only_logits=answer_only)
+    module = tiny.module(init, methods=[MethodConfig("lwf", 1.0)], answer_only_logits=answer_only)
     module.configure_model()
     torch.manual_seed(0)
     with torch.no_grad():
@@ -40,13 +50,11 @@ def _at_second_task(tiny, init, answer_only=True):
 
 
 def _step(module, batch):
-    with module.loss_terms.observe(module):
-        module._task_loss(batch)
-    return module.loss_terms.value("lwf", module, batch)
+    return module.method_objects[0].loss(module, batch, module.task_forward(batch))
 
 
 def test_lwf_is_zero_at_the_first_task(tiny, tiny_llama_init):
-    module = tiny.module(tiny_llama_init, regularizers=[RegularizerConfig("lwf", 1.0)])
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("lwf", 1.0)])
     module.configure_model()
     assert _step(module, _batch()).item() == 0.0
 
