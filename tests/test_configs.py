@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from nlora_lightning.cli import NLoRACLI
-from nlora_lightning.regularizers import RegularizerConfig
-from nlora_lightning.regularizers.defaults import resolve_regularizer_weights
+from nlora_lightning.methods import MethodConfig, resolve_methods
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BENCHMARKS = sorted(p.name for p in (CONFIGS / "benchmarks").glob("*.yaml"))
@@ -45,18 +44,18 @@ def test_paper_run_composes(benchmark, method):
     assert module.model_name_or_path == "google-t5/t5-large" and module.lora_config.r == 8
     assert data.epochs_per_task == 10 and data.max_source_length == 512
     assert data.batch_size == (48 if benchmark == "standard_order1.yaml" else 32)
-    names = [r.name for r in module.regularizers]
+    names = [r.name for r in module.methods]
     if method.startswith("nlora"):  # the lambdas of every model config: test_every_nlora_composition_...
-        reg = module.regularizers[0]
+        reg = module.methods[0]
         assert reg.options.get("mode", "delta_w") == MODE[method]
         expected = PAPER_LAMBDA[benchmark] if MODE[method] == "official" else DELTA_W_DEFAULT
         assert reg.weight == expected and reg.weight_for("MNLI") == expected
         if benchmark == "long_order4.yaml":
             assert reg.weight_for("WiC") == (1.2 if MODE[method] == "official" else DELTA_W_DEFAULT)
     elif method == "olora.yaml":
-        assert names == ["olora_orthogonality", "l2"] and module.regularizers[0].weight == 0.5
+        assert names == ["olora_orthogonality", "l2"] and module.methods[0].weight == 0.5
     elif method in ("ella.yaml", "ewc_lora.yaml", "ewc.yaml", "lwf.yaml"):  # one term named like the method
-        assert names == [method.removesuffix(".yaml")] and module.regularizers[0].weight > 0
+        assert names == [method.removesuffix(".yaml")] and module.methods[0].weight > 0
     else:
         assert names == []
 
@@ -96,8 +95,8 @@ def printed_config(parser, *files, extra=()):
 
 def resolved_nlora(config):
     """The printed model section's regularizers, with lambdas resolved as the module resolves them."""
-    listed = [RegularizerConfig(**entry) for entry in config["model"]["regularizers"]]
-    return resolve_regularizer_weights(listed, config["model"]["regularizer_defaults"])
+    listed = [MethodConfig(**entry) for entry in config["model"]["methods"]]
+    return [entry for entry, _ in resolve_methods(listed, config["model"]["method_defaults"])]
 
 
 def test_every_nlora_composition_resolves_to_its_forms_lambda(fit_parser):
@@ -130,14 +129,14 @@ def test_a_method_on_tiny_or_demo_takes_its_forms_lambda_from_the_base(fit_parse
         nlora = resolved_nlora(printed_config(fit_parser, base, f"methods/{method}"))[0]
         assert (nlora.options["mode"], nlora.weight) == (MODE[method], defaults[MODE[method]]), method
     # One form's lambda changed on the command line (as compare_methods.py does) leaves the other form's.
-    override = ["--model.regularizer_defaults.nlora_l1/delta_w", '{"weight": 0.05}']
+    override = ["--model.method_defaults.nlora_l1/delta_w", '{"weight": 0.05}']
     assert resolved_nlora(printed_config(fit_parser, base, "methods/nlora.yaml", extra=override))[0].weight == 0.05
     assert resolved_nlora(printed_config(fit_parser, base, "methods/nlora_official.yaml", extra=override))[0].weight == defaults["official"]
-    assert build(base, "methods/nlora.yaml", extra=override).model.regularizers[0].weight == 0.05
+    assert build(base, "methods/nlora.yaml", extra=override).model.methods[0].weight == 0.05
 
 
 def test_a_plain_nlora_l1_default_is_refused_as_ambiguous():
-    old_style = ["--model.regularizer_defaults", '{"nlora_l1": {"weight": 0.4}}']
+    old_style = ["--model.method_defaults", '{"nlora_l1": {"weight": 0.4}}']
     with pytest.raises(ValueError, match="does not say which penalty form"):
         build("models/t5_large.yaml", "benchmarks/standard_order1.yaml", "methods/nlora.yaml", extra=old_style)
 

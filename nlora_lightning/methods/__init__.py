@@ -7,7 +7,9 @@ registered method with its typed options.
 """
 
 from nlora_lightning.methods.base import METHODS, Method, TaskBatches, build_method, describe_options, get_method, register_method
-from nlora_lightning.methods.config import MethodConfig, check_method_defaults, describe_lambda, merge_method_defaults, resolve_methods
+from nlora_lightning.methods.config import (
+    MethodConfig, check_method_defaults, compose_defaults_arguments, describe_lambda, merge_method_defaults, resolve_methods,
+)
 from nlora_lightning.methods.ella import ELLA
 from nlora_lightning.methods.ewc import EWC
 from nlora_lightning.methods.ewc_lora import EWCLoRA
@@ -20,6 +22,6 @@ from nlora_lightning.methods.olora_orthogonality import OLoRAOrthogonality
 
 __all__ = [
     "ELLA", "EWC", "EWCLoRA", "GORP", "L2", "LwF", "METHODS", "MIGU", "Method", "MethodConfig", "NLoRAL1",
-    "OLoRAOrthogonality", "TaskBatches", "build_method", "check_method_defaults", "describe_lambda", "describe_options", "get_method",
+    "OLoRAOrthogonality", "TaskBatches", "build_method", "check_method_defaults", "compose_defaults_arguments", "describe_lambda", "describe_options", "get_method",
     "merge_method_defaults", "register_method", "resolve_methods",
 ]
