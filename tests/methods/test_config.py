@@ -79,13 +79,13 @@ def test_a_form_without_default_fails_naming_the_form_and_never_borrows_another_
     only_official = {"nlora_l1/official": {"weight": 0.4}}
     with pytest.raises(ConfigurationError, match=r"lambda key nlora_l1/delta_w\) has no weight.*only for \['nlora_l1/official'\]"):
         resolve_regularizer_weights([MethodConfig("nlora_l1")], only_official)
-    with pytest.raises(ConfigurationError, match="has no weight and no default for its form: give the entry a weight"):
+    with pytest.raises(ConfigurationError, match="has no weight and no default for its key: give the entry a weight"):
         resolve_regularizer_weights([MethodConfig("olora_orthogonality")], None)
 
 
 @pytest.mark.parametrize("defaults, message", [
     ({"nlora_l1": {"weight": 0.4}}, "does not say which penalty form.*nlora_l1/official"),
-    ({"nlora_l1/delta-w": {"weight": 0.4}}, "no method takes its lambda from it"),
+    ({"nlora_l1/delta-w": {"weight": 0.4}}, "names no penalty form of nlora_l1"),
     ({"olora_orthogonality/fast": {"weight": 0.4}}, "no method takes its lambda from it"),
     ({"nlora_l1/delta_w": {"lambda": 0.4}}, "must be a mapping with 'weight'"),
     ({"nlora_l1/delta_w": 0.4}, "must be a mapping with 'weight'"),
