@@ -125,3 +125,17 @@ def test_gorp_config_runs_projects_and_keeps_its_subspaces_in_the_checkpoint(tmp
     assert (tmp_path / "gorp" / "cl_metrics.json").exists()
     header = (tmp_path / "gorp" / "metrics.csv").read_text().splitlines()[0]
     assert "train/grad/gorp/subspace_fraction" in header
+
+
+def test_a_basis_that_fills_As_rank_is_warned_about_once_it_happens(caplog):
+    module = fake_module()
+    gorp = GORP(threshold=0.999)
+    with caplog.at_level("WARNING", logger="nlora_lightning.methods.gorp"):
+        gorp.on_task_end(module, 0, None)  # strictly below the threshold: the first basis leaves A some room
+        assert all(gorp.bases[f"{n}.A"].shape[1] < 6 for n in ("q", "v")) and not caplog.records
+        module._trainer.optimizers[0].state = {p: {"exp_avg": torch.randn(p.shape)} for p in module._trainer.optimizers[0].state}
+        gorp.on_task_end(module, 1, None)
+    assert all(gorp.bases[f"{n}.A"].shape[1] == 6 for n in ("q", "v"))  # r = 6 output dimensions, all covered
+    (record,) = caplog.records
+    assert "after task 1 the projection basis fills all 6 output dimensions of 2 matrices" in record.getMessage()
+    assert "stop learning" in record.getMessage()
