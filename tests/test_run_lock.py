@@ -1,5 +1,6 @@
 """One writer per run directory: the lock file, its refusal naming the holder, the take-over of a dead holder."""
 
+import csv
 import json
 import os
 import socket
@@ -108,8 +109,9 @@ def test_two_fits_into_one_directory_the_second_is_refused(tmp_path):
     assert second.returncode == 1, err[-3000:]
     assert f"run directory {tmp_path / 'run'} is in use by another job (pid {first.pid} on host" in err
     assert "Traceback" not in err
-    steps = [line.split(",")[0] for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
-    assert len(steps) == len(set(steps)), "every step once"
+    with open(tmp_path / "run" / "metrics.csv", newline="") as file:
+        steps = [row["step"] for row in csv.DictReader(file) if row.get("train/loss")]
+    assert steps == [str(step) for step in range(4)], "every step once"
     assert not (tmp_path / "run" / LOCK_FILE).exists(), "released at the end"
 
 
