@@ -5,7 +5,7 @@ task's included: the model the run would evaluate at that point), score every ta
 and every held-out task on its evaluation split, print one line per task and write the scores to
 ``RUN/evaluations/<command>-<checkpoint>.json``, a new file: nothing the run wrote is touched.
 ``predict`` answers the sentences of a JSONL file (``{"sentence": ..., "task": ..., "label": ...}``,
-``task`` optional with ``--predict.task``, ``label`` optional) or, without a file, a task's
+``task`` optional with ``--task``, ``label`` optional) or, without a file, a task's
 evaluation split, and writes one JSON line per input.
 """
 
@@ -106,10 +106,10 @@ def read_inputs(path: Path, default_task: Optional[str], known_tasks: list[str])
 
     Raises:
         DataError: A line that is not a JSON object with a string ``sentence``, or names no task
-            (and no ``--predict.task``), or a task outside the run's sequence and held-out tasks.
+            (and no ``--task``), or a task outside the run's sequence and held-out tasks.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"--predict.input {str(path)!r} does not exist")
+        raise FileNotFoundError(f"--input {str(path)!r} does not exist")
     rows = []
     with open(path, encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
@@ -123,7 +123,7 @@ def read_inputs(path: Path, default_task: Optional[str], known_tasks: list[str])
                 raise DataError(f"{path}:{number}: each line must be a JSON object with a string 'sentence'")
             task = record.get("task", default_task)
             if task is None:
-                raise DataError(f"{path}:{number}: the line names no 'task' and no --predict.task was given")
+                raise DataError(f"{path}:{number}: the line names no 'task' and no --task was given")
             if task not in known_tasks:
                 raise DataError(f"{path}:{number}: task {task!r} is not one of the run's tasks {known_tasks}")
             label = record.get("label")

@@ -233,26 +233,26 @@ def resolve_checkpoint(ckpt_path, trainer, run_dir: Path) -> Optional[Path]:
 
 
 def unreadable_checkpoint_message(path: Path, error: BaseException, given: str = "") -> str:
-    """One line for a checkpoint torch cannot read: truncated or corrupt, and what to do instead."""
+    """One line for a checkpoint torch cannot read: truncated, corrupt or no checkpoint, and what to do instead.
+
+    ``given`` is what the user passed: for ``last`` the fix cannot be ``--ckpt_path last`` again.
+    """
     import zipfile
 
-    reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()
-    reason_text = f"{type(error).__name__}: {reason[0].strip()}" if reason and reason[0].strip() else type(error).__name__
-    state = "cannot be read"
+    state = None  # a file torch writes is a zip archive: a zip without its end was cut off mid-write
     with suppress(OSError):
-        is_zip = zipfile.is_zipfile(path)
         with open(path, "rb") as handle:
-            head = handle.read(2)
-        if head == b"PK" and not is_zip:  # a zip header without its central directory at the end
-            state = "is truncated (its end is missing: the job writing it was probably killed mid-save)"
-        elif is_zip:
+            is_archive_start = handle.read(2) == b"PK"
+        if is_archive_start and not zipfile.is_zipfile(path):
+            state = "is truncated (its end is missing: the job writing it was probably stopped mid-save)"
+        elif is_archive_start:
             state = "is corrupt (a complete archive whose content torch cannot read)"
-        else:
-            state = "is not a checkpoint written by nlora fit (torch.load(weights_only=True) cannot read it)"
-    what = "the run's last checkpoint" if given == "last" else "ckpt_path"
-    fix = ("delete it and resume from an earlier checkpoint file (--ckpt_path FILE), or start again with --overwrite"
-           if given == "last" else "give a .ckpt file written by nlora fit")
-    return f"{what} {str(path)!r} {state} ({reason_text}); {fix}"
+    if given == "last":
+        return (f"the run's last checkpoint '{path}' {state or 'cannot be read'} ({type(error).__name__}); delete it and "
+                "resume from an earlier checkpoint file (--ckpt_path FILE), or start again with --overwrite")
+    if state is None:
+        state = "is not a checkpoint: torch.load(weights_only=True) cannot read it"
+    return f"ckpt_path {str(path)!r} {state} ({type(error).__name__}); give a .ckpt file written by nlora fit, or --ckpt_path last"
 
 
 def _checkpoint_folders(trainer) -> list[Path]:

@@ -41,6 +41,8 @@ def test_fit_tiny_config_writes_matrix_and_metrics(tmp_path, accelerator):
     assert csv[0] == "after,reviews,topics" and len(csv) == 3
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert "AA =" in result.stdout and "BWT =" in result.stdout
+    console = result.stdout + result.stderr  # issue 24 item 6: known third-party notices are filtered
+    assert "litlogger" not in console and "LeafSpec" not in console and "Loading weights" not in console
 
 
 def test_print_config_composes_several_files(tmp_path):
@@ -161,8 +163,11 @@ def test_truncated_last_checkpoint_is_named_as_such_without_suggesting_last(tmp_
     message = unreadable_checkpoint_message(path, caught.value, given="last")
     assert message.startswith(f"the run's last checkpoint '{path}' is truncated (its end is missing")
     assert "--ckpt_path last" not in message and "delete it" in message
+    assert unreadable_checkpoint_message(path, caught.value, given=str(path)).startswith(f"ckpt_path '{path}' is truncated")
     path.write_bytes(b"not a checkpoint at all")
-    assert "is not a checkpoint written by nlora fit" in unreadable_checkpoint_message(path, ValueError("x"), given=str(path))
+    assert unreadable_checkpoint_message(path, ValueError("x"), given=str(path)) == (
+        f"ckpt_path '{path}' is not a checkpoint: torch.load(weights_only=True) cannot read it (ValueError); "
+        "give a .ckpt file written by nlora fit, or --ckpt_path last")
 
 
 def test_folder_given_as_checkpoint_is_named_with_the_file_to_give(tmp_path):

@@ -35,7 +35,7 @@ def test_stop_message_names_the_signal_checkpoint_and_resume_command(tmp_path):
 
 def with_signal(path: Path, step: int, signum: int) -> Path:
     config = yaml.safe_load(path.read_text())
-    config["trainer"]["callbacks"].append({"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": step, "signum": signum}})
+    config["trainer"]["callbacks"].append({"class_path": "signal_at_step.SignalAtStep", "init_args": {"step": step, "signum": int(signum)}})
     path.write_text(yaml.safe_dump(config))
     return path
 
