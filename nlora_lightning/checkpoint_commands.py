@@ -189,8 +189,9 @@ def run_predict(cli: Any, checkpoint: Path, input_path: Optional[str], task: Opt
     if input_path is not None:
         rows = read_inputs(Path(input_path), task, names)
         wanted = {names.index(r["task"]) for r in rows}
-        for index, data in enumerate(tasks):  # the inputs take the place of the evaluation split
-            data.records["test"] = [{"label": r["label"] or "", "sentence": r["sentence"]} for r in rows if r["task"] == data.name]
+        for index in wanted:  # the inputs take the place of the evaluation split of their task
+            tasks[index].records["test"] = [{"label": r["label"] or "", "sentence": r["sentence"]}
+                                            for r in rows if r["task"] == names[index]]
         datamodule.max_eval_samples = None  # every input gets an answer
         default_out = Path(input_path).with_suffix(".predictions.jsonl")
     else:
