@@ -114,6 +114,8 @@ class NLoRACLI(LightningCLI):
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in _CHECKPOINT_COMMANDS:  # Lightning's text describes its own loop, not what nlora does
+            parser.description = SUBCOMMANDS[subcommand]
         if subcommand == "predict":
             parser.add_argument("--input", default=None, help='JSONL file, one {"sentence", "task", "label"} per line '
                                 '(task optional with --task, label optional); without it: --task\'s test split')

@@ -119,16 +119,17 @@ def _group_sections(args: argparse.Namespace) -> str:
         if left_out:
             names = ", ".join(f"{run.directory.name} ({unfinished_note(run)})" for run in left_out)
             notes.append(f"left out of the means: {names}; pass --include-unfinished to count them")
-    else:
-        marked = {name: any(is_unfinished(run) for run in runs) for name, runs in groups.items()}
-        groups = {(f"{name} (includes unfinished)" if marked[name] else name): runs for name, runs in groups.items()}
     if not groups:
         raise ConfigurationError("no finished run to average; pass --include-unfinished to count unfinished runs")
     if args.diff:
         _check_same_protocol(groups, args.diff)
     groups, split_notes = split_by_protocol(groups)
     notes += split_notes
-    text = format_groups_markdown(summarize_groups(groups), args.group_by)
+    rows = summarize_groups(groups)
+    for row in rows:  # --include-unfinished: the groups that count unfinished runs say so (names stay for --diff)
+        if any(is_unfinished(run) for run in groups[row["group"]]):
+            row["group"] = f"{row['group']} (includes unfinished)"
+    text = format_groups_markdown(rows, args.group_by)
     if args.diff:
         text += "\n" + format_difference_markdown(
             paired_difference(groups, *args.diff, num_resamples=args.resamples, seed=args.bootstrap_seed))

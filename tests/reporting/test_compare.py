@@ -117,3 +117,6 @@ def test_unfinished_runs_are_marked_and_left_out_of_means(tmp_path, capsys):
     assert "left out of the means: killed (unfinished: running, 1 of 3 stages); pass --include-unfinished" in out
     code, out, _ = compare(capsys, done, killed, "--group-by", "method", "--include-unfinished", "--out", tmp_path / "t.md")
     assert "| nlora (includes unfinished) | 2 | 40.00 ± 28.28 |" in out
+    olora = write_fake_run(tmp_path / "olora", method="olora", aa=0.5)
+    code, out, _ = compare(capsys, done, killed, olora, "--diff", "nlora", "olora", "--include-unfinished", "--out", tmp_path / "t.md")
+    assert code == 0 and "| nlora (includes unfinished) | 2 |" in out
