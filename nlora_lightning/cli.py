@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from contextlib import contextmanager, suppress
@@ -359,7 +360,7 @@ def run() -> None:
 def _stopped_line(signum: int) -> str:
     words = sys.argv[1:]
     if not words or words[0] != "fit" or "checkpoint_folders" not in _SESSION:
-        return f"nlora: stopped by signal {signum}"
+        return f"nlora: stopped by {signal.Signals(signum).name}"
     found = [folder / "last.ckpt" for folder in _SESSION["checkpoint_folders"] if (folder / "last.ckpt").is_file()]
     return stop_message(signum, found[0].resolve() if found else None, words)
 
