@@ -13,6 +13,7 @@ __all__ = [
     "CommandLineError",
     "NonFiniteLossError",
     "ExportError",
+    "UnfinishedRunError",
 ]
 
 
@@ -54,3 +55,7 @@ class NonFiniteLossError(NLoRAError, FloatingPointError):
 
 class ExportError(NLoRAError, ValueError):
     """A run cannot be exported (unreadable checkpoint, nothing to export)."""
+
+
+class UnfinishedRunError(ExportError):
+    """A run that stopped before its last task would be exported as if it were final."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -28,7 +29,8 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from nlora_lightning.checkpoint import ContinualState
-from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, ExportError, NLoRAError, RunDirectoryError
+from nlora_lightning.errors import (CheckpointMismatchError, ConfigurationError, ExportError, NLoRAError, RunDirectoryError,
+                                    UnfinishedRunError)
 from nlora_lightning.io import write_json_atomic
 from nlora_lightning.models.loading import load_model, load_tokenizer, random_init_config, resolve_source
 from nlora_lightning.models.tokenizer import BYTE_TOKENIZER
@@ -52,9 +54,10 @@ class TaskAdapter:
 
     @property
     def folder(self) -> str:
+        mark = "_unfinished" if self.origin == "trainable slot" else ""  # --allow-unfinished: visible in the listing
         if not self.name:
-            return f"task_{self.index}"
-        return f"task_{self.index}_" + re.sub(r"[^A-Za-z0-9_.+-]", "_", self.name)
+            return f"task_{self.index}{mark}"
+        return f"task_{self.index}_" + re.sub(r"[^A-Za-z0-9_.+-]", "_", self.name) + mark
 
     def peft_state_dict(self) -> dict[str, Tensor]:
         """PEFT's key names: ``base_model.model.<layer>.lora_A.weight`` (adapter name left out on disk)."""
@@ -310,7 +313,8 @@ def _base(settings: dict[str, Any]) -> _Base:
 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bool = False,
-               checkpoint: Optional[str | os.PathLike] = None, overwrite: bool = False) -> Path:
+               checkpoint: Optional[str | os.PathLike] = None, overwrite: bool = False,
+               allow_unfinished: bool = False) -> Path:
     """Export a run's per-task LoRA adapters in PEFT's format (and, with ``merge``, a merged model).
 
     Args:
@@ -319,6 +323,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bo
         merge: Also write ``OUT/merged``: the base with every task's update added in.
         checkpoint: Another checkpoint file to export instead of ``checkpoints/last.ckpt``.
         overwrite: Replace a non-empty ``out_dir``.
+        allow_unfinished: Export a run that stopped before its last task (refused otherwise); the
+            half-trained task's folder ends in ``_unfinished`` and ``export_info.json`` names it.
 
     Returns:
         ``out_dir``, resolved.
@@ -330,9 +336,14 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bo
         CheckpointMismatchError: If the checkpoint was not written by nlora_lightning.
         ConfigurationError: For ``merge`` with a quantized base.
         RunDirectoryError: If ``out_dir`` is not empty (and not ``overwrite``) or would replace the run.
+        UnfinishedRunError: If the run is unfinished and not ``allow_unfinished``.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir).resolve()  # resolved: "--out ." has no name to stage beside
     run = _read_run(run_dir, checkpoint, out_dir, merge, overwrite)
+    unfinished = _unfinished_description(run)
+    if unfinished and not allow_unfinished:
+        raise UnfinishedRunError(f"run {run_dir} is unfinished ({unfinished}); its adapters are not the final ones. "
+                                 "Resume it (nlora fit ... --ckpt_path last), or export it as is with --allow-unfinished")
     base = _base(run.settings)
     store, dropout = run.state.adapters, float(run.state.lora.get("dropout", 0.0))
     with _staged_directory(out_dir) as staging:
@@ -350,8 +361,28 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, merge: bo
             _merge_updates(model, run.adapters[-1:] if run.shared else run.adapters)
             model.save_pretrained(str(staging / "merged"))
             base.tokenizer.save_pretrained(str(staging / "merged"))
-        write_json_atomic(staging / "export_info.json", _export_info(run, base, merge, out_dir))
+        write_json_atomic(staging / "export_info.json", {**_export_info(run, base, merge, out_dir), "unfinished": unfinished})
     return out_dir
+
+
+def _unfinished_description(run: _Run) -> Optional[str]:
+    """What is unfinished about the run (None when it finished): its status, the half-trained task."""
+    slot = [a for a in run.adapters if a.origin == "trainable slot"]
+    status = _run_status(run.run_dir)  # None for a folder without run_info.json: the checkpoint alone decides
+    if not slot and status in (None, "finished"):
+        return None
+    parts = [f"{len(run.adapters) - len(slot)} task(s) finished"]
+    if slot:
+        named = f"task {slot[0].index}" + (f" ({slot[0].name})" if slot[0].name else "")
+        parts.append(f"{named} saved half-trained, exported as {slot[0].folder}")
+    return (f"status {status}; " if status else "") + ", ".join(parts)
+
+
+def _run_status(run_dir: Path) -> Optional[str]:
+    try:
+        return json.loads((run_dir / "run_info.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _export_info(run: _Run, base: _Base, merge: bool, out_dir: Path) -> dict[str, Any]:
@@ -415,10 +446,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--checkpoint", default=None,
                         help="export this checkpoint instead of RUN_DIR/checkpoints/last.ckpt")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="export a run that stopped before its last task (its half-trained task is marked)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         out = export_run(args.run_dir, args.out, merge=args.merge, checkpoint=args.checkpoint,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, allow_unfinished=args.allow_unfinished)
     except (NLoRAError, OSError) as error:  # bad input, missing files, an unreadable base model
         print(f"nlora export: error: {error}", file=sys.stderr)
         return 1

@@ -9,16 +9,9 @@ import tempfile
 from pathlib import Path
 
 from nlora_lightning.errors import OutputDirectoryError, RunDirectoryError
+from nlora_lightning.run_layout import RUN_FILES  # every name a run owns: --overwrite removes these
 
 __all__ = ["RUN_FILES", "run_state", "guard_run_directory", "check_writable"]
-
-# Everything a fit writes into its run directory (and nothing else is touched by --overwrite).
-RUN_FILES = (
-    "checkpoints", "config.yaml", "hparams.yaml", "metrics.csv", "run_info.json", "cl_metrics.json", "cl_details.json",
-    "acc_matrix.csv", "collision.csv", "orthogonality.csv", "adapter_stats.csv", "report.md",
-    "acc_matrix.png", "collision.png", "orthogonality.png", "sparsity.png",
-)
-
 
 def run_state(directory: Path) -> str:
     """``empty``, ``finished`` or ``unfinished`` (a run started there and did not end cleanly)."""

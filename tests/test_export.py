@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, RunDirectoryError
+from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, RunDirectoryError, UnfinishedRunError
 from nlora_lightning.export import ExportError, export_run, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,13 +142,30 @@ def test_unfinished_task_comes_from_the_trainable_slot(tmp_path: Path, tiny_run:
     for layer in finished["A"]:  # a slot that differs from the old snapshot, to see where the export read
         ckpt["state_dict"][f"model.{layer}.lora_A"] = finished["A"][layer] * 2
         ckpt["state_dict"][f"model.{layer}.lora_B"] = finished["B"][layer] * 3
-    out = export_run(write_run(tmp_path, tiny_run, ckpt), tmp_path / "out")
-    tensors = load_file(out / "task_1_topics" / "adapter_model.safetensors")
+    run = write_run(tmp_path, tiny_run, ckpt)
+    with pytest.raises(UnfinishedRunError, match=rf"run {run} is unfinished \(1 task\(s\) finished, task 1 \(topics\) saved "
+                       r"half-trained, exported as task_1_topics_unfinished\).*--allow-unfinished"):
+        export_run(run, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    out = export_run(run, tmp_path / "out", allow_unfinished=True)
+    tensors = load_file(out / "task_1_topics_unfinished" / "adapter_model.safetensors")
     for layer in finished["A"]:
         assert torch.equal(tensors[f"base_model.model.{layer}.lora_A.weight"], finished["A"][layer] * 2)
         assert torch.equal(tensors[f"base_model.model.{layer}.lora_B.weight"], finished["B"][layer] * 3)
     info = json.loads((out / "export_info.json").read_text())
     assert [t["from"] for t in info["tasks"]] == ["snapshot", "trainable slot"]
+    assert info["unfinished"] == "1 task(s) finished, task 1 (topics) saved half-trained, exported as task_1_topics_unfinished"
+
+
+def test_command_line_refuses_a_run_marked_unfinished(tmp_path: Path, tiny_run: Path, checkpoint: dict, capsys):
+    """Issue 28 bug 4: a killed run (status running) exported like any other with exit 0."""
+    run = write_run(tmp_path, tiny_run, checkpoint)
+    (run / "run_info.json").write_text(json.dumps({"status": "interrupted"}))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"nlora export: error: run {run} is unfinished (status interrupted; 2 task(s) finished)")
+    assert main([str(run), "--out", str(tmp_path / "out"), "--allow-unfinished"]) == 0
+    assert json.loads((tmp_path / "out" / "export_info.json").read_text())["unfinished"].startswith("status interrupted")
 
 
 def test_shared_adapter_merges_only_its_last_cumulative_snapshot(tmp_path: Path, tiny_run: Path, checkpoint: dict):

@@ -79,3 +79,36 @@ def test_read_only_run_directory_is_refused(tmp_path):
             check_writable(tmp_path / "ro")
     finally:
         (tmp_path / "ro").chmod(0o700)
+
+
+def test_overwrite_removes_every_file_the_old_run_wrote(tmp_path):
+    """Issue 28 bug 6: predictions of stages the new run does not have stayed behind."""
+    from nlora_lightning.run_layout import LOCK_FILE, RUN_FILES
+
+    directory = make_run(tmp_path / "done", "finished", True)
+    (directory / "predictions").mkdir()
+    (directory / "predictions" / "stage14_task14.jsonl").write_text("{}\n")
+    (directory / "predictions.jsonl").write_text("{}\n")
+    (directory / "evaluations").mkdir()
+    (directory / "evaluations" / "test-last.json").write_text("{}")
+    (directory / "report.md").write_text("old")
+    (directory / LOCK_FILE).write_text("{}")  # the lock of the job doing the overwrite stays
+    (directory / "notes.txt").write_text("mine")
+    guard_run_directory(directory, resuming=False, overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == [LOCK_FILE, "notes.txt"]
+    assert {"predictions", "predictions.jsonl", "evaluations"} <= set(RUN_FILES) and LOCK_FILE not in RUN_FILES
+
+
+def test_a_directory_holding_only_a_lock_is_empty(tmp_path):
+    from nlora_lightning.run_layout import LOCK_FILE
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).write_text("{}")
+    assert run_state(tmp_path / "run") == "empty"
+
+
+def test_run_dir_of_checkpoint(tmp_path):
+    from nlora_lightning.run_layout import run_dir_of_checkpoint
+
+    assert run_dir_of_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt") == tmp_path / "run"
+    assert run_dir_of_checkpoint(tmp_path / "elsewhere" / "x.ckpt") == tmp_path / "elsewhere"

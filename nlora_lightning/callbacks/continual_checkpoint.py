@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = ["ContinualCheckpoint"]
 
@@ -28,6 +29,8 @@ class ContinualCheckpoint(ModelCheckpoint):
     * ``train_time_interval`` counts from the last checkpoint written (any kind) and may be combined
       with ``every_n_train_steps`` (Lightning refuses the combination), so a config composed on top
       of a model config can add a step-based save.
+    * ``last.ckpt`` is written when SIGTERM stops the fit between two training steps (Lightning stops
+      at the end of the step), unless that step ended an epoch: the epoch-end save covers it.
     * ``last.ckpt`` is written again when training ends, after the last task was finished
       (frozen into the adapter store), so the final checkpoint holds every task's adapter.
 
@@ -83,3 +86,16 @@ class ContinualCheckpoint(ModelCheckpoint):
         # Callbacks' on_train_end runs checkpoint callbacks last: the last task has been finished by now.
         if self.save_last and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, SIGTERMException) and self.save_last and self._can_save_at_stop(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _can_save_at_stop(self, trainer: pl.Trainer) -> bool:
+        """Lightning stopped between two training steps, which a resume restarts from exactly."""
+        return (
+            trainer.training and not trainer.sanity_checking and not trainer.fast_dev_run
+            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch  # before the epoch-end evaluation
+            and not self._should_skip_saving_checkpoint(trainer)  # not already saved at this step
+        )

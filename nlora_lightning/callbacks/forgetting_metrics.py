@@ -19,6 +19,7 @@ from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
 from nlora_lightning.reporting.predictions import aligned_correctness, predictions_path, write_predictions
+from nlora_lightning.run_layout import run_dir  # re-exported: callers import it from here
 
 __all__ = ["ForgettingMetrics", "run_dir"]
 
@@ -26,20 +27,6 @@ __all__ = ["ForgettingMetrics", "run_dir"]
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 log = logging.getLogger(__name__)
-
-
-def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's log dir, where every file of a run goes: ``trainer.log_dir`` without its broadcast.
-
-    ``Trainer.log_dir`` is a collective call under DDP; callers that only write on rank 0 must not
-    make it, or the other ranks wait forever.
-    """
-    logger = trainer.logger
-    if logger is not None:
-        directory = getattr(logger, "log_dir", None) or logger.save_dir
-        if directory:
-            return Path(directory)
-    return Path(trainer.default_root_dir)
 
 
 class ForgettingMetrics(Callback):

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nlora_lightning.callbacks.collision_monitor import CollisionMonitor
 from nlora_lightning.callbacks.forgetting_metrics import ForgettingMetrics, run_dir
@@ -122,9 +123,12 @@ class RunReport(Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.info is None:  # failed before the fit started: record what is known
             self.info = {"method": getattr(pl_module, "method_name", None) or type(pl_module).__name__}
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
-        self.info.update(status=status, error=f"{type(exception).__name__}: {exception}", finished=_now(),
-                         train_time_s=self._train_time_s())
+        # Stopped from outside (Ctrl+C, a scheduler's SIGTERM): resumable, not a failure of the run.
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        status = "interrupted" if stopped else "failed"
+        cause = ("stopped by SIGTERM" if isinstance(exception, SIGTERMException) else "stopped by SIGINT (Ctrl+C)") if stopped \
+            else f"{type(exception).__name__}: {exception}"
+        self.info.update(status=status, error=cause, finished=_now(), train_time_s=self._train_time_s())
         try:
             self._write(trainer)
         except Exception as error:  # raising here would bury the exception being handled under a second one

@@ -216,34 +216,11 @@ def load_model(
     device: Optional[torch.device] = None,
     seed: int = 0,
 ) -> nn.Module:
-    """The model from a resolved ``source`` folder, or built from ``random_init`` with seeded weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    if torch_dtype not in _DTYPES:
-        raise ValueError(f"torch_dtype must be one of {sorted(_DTYPES)}, got {torch_dtype!r}")
-    dtype = _DTYPES[torch_dtype]
-    if random_init is not None:
-        if quantization is not None:
-            raise ValueError("quantization needs pretrained weights; random_init models are not quantized")
-        config = random_init_config(random_init, tokenizer)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = auto.from_config(config, dtype=dtype)
-        return model.to(device) if device is not None else model
-    if source is None:
-        raise ValueError("give model_name_or_path (pretrained) or random_init (a config dict)")
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization.to_transformers()
-        # Quantized models refuse .to(): place them at load time.
-        kwargs["device_map"] = {"": device if device is not None else torch.device("cpu")}
-    model = auto.from_pretrained(source, **kwargs)
-    if quantization is None and device is not None:
-        model = model.to(device)
-    return model
+    """The model from a resolved ``source`` folder or ``random_init``: :meth:`BackboneSpec.load` (kept for callers)."""
+    spec = BackboneSpec(model_name_or_path=source, random_init=random_init, torch_dtype=torch_dtype,
+                        quantization=quantization, trust_remote_code=trust_remote_code)
+    spec._tokenizer = tokenizer
+    return spec.load(device=device, seed=seed)
 
 
 def load_backbone(
@@ -258,21 +235,19 @@ def load_backbone(
     device: Optional[torch.device] = None,
     seed: int = 0,
 ) -> Backbone:
-    """Model and tokenizer in one call (see the module docstring for the accepted forms)."""
+    """Model and tokenizer in one call (see the module docstring for the accepted forms): :meth:`BackboneSpec.load`."""
     if (model_name_or_path is None) == (random_init is None):
         raise ValueError("give exactly one of model_name_or_path (pretrained) and random_init (a config dict)")
-    source = None if model_name_or_path is None else resolve_source(model_name_or_path, gguf_file)
-    tok = load_tokenizer(source, tokenizer if source is not None else (tokenizer or BYTE_TOKENIZER), trust_remote_code)
-    model = load_model(
-        source, random_init=random_init, tokenizer=tok, torch_dtype=torch_dtype, quantization=quantization,
-        trust_remote_code=trust_remote_code, device=device, seed=seed,
-    )
-    return Backbone(model, tok, bool(model.config.is_encoder_decoder))
+    spec = BackboneSpec(model_name_or_path, gguf_file, random_init, tokenizer, torch_dtype, quantization, trust_remote_code)
+    model = spec.load(device=device, seed=seed)
+    return Backbone(model, spec.tokenizer(), bool(model.config.is_encoder_decoder))
 
 
 @dataclass
 class BackboneSpec:
-    """Where the frozen model comes from; resolves lazily and caches what it resolved.
+    """Where the frozen model comes from, and the one loader of it; resolves lazily and caches what it resolved.
+
+    ``load_backbone`` and ``load_model`` are thin calls of :meth:`load`.
 
     ``tokenizer()``, ``config()`` and ``skeleton()`` are cheap (no weights), so settings can be
     checked before anything is loaded or written; ``load()`` builds the real model.
@@ -323,7 +298,29 @@ class BackboneSpec:
             return auto.from_config(config, trust_remote_code=self.trust_remote_code)
 
     def load(self, device: Optional[torch.device] = None, seed: int = 0) -> nn.Module:
-        return load_model(
-            self.source(), random_init=self.random_init, tokenizer=self.tokenizer(), torch_dtype=self.torch_dtype,
-            quantization=self.quantization, trust_remote_code=self.trust_remote_code, device=device, seed=seed,
-        )
+        """The model with its weights: the one place a backbone is built (random_init: seeded weights)."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        if self.torch_dtype not in _DTYPES:
+            raise ValueError(f"torch_dtype must be one of {sorted(_DTYPES)}, got {self.torch_dtype!r}")
+        if self.random_init is None and self.model_name_or_path is None:
+            raise ValueError("give model_name_or_path (pretrained) or random_init (a config dict)")
+        if self.random_init is not None and self.quantization is not None:
+            raise ValueError("quantization needs pretrained weights; random_init models are not quantized")
+        dtype = _DTYPES[self.torch_dtype]
+        config = self.config()
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        if self.random_init is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = auto.from_config(config, dtype=dtype)
+            return model.to(device) if device is not None else model
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": self.trust_remote_code}
+        if self.quantization is not None:
+            kwargs["quantization_config"] = self.quantization.to_transformers()
+            # Quantized models refuse .to(): place them at load time.
+            kwargs["device_map"] = {"": device if device is not None else torch.device("cpu")}
+        model = auto.from_pretrained(self.source(), **kwargs)
+        if self.quantization is None and device is not None:
+            model = model.to(device)
+        return model

@@ -1,4 +1,10 @@
-"""Side-by-side comparison of runs; ``nlora compare RUN_DIR... [--out FILE] [--group-by KEY] [--diff A B]``."""
+"""Side-by-side comparison of runs; ``nlora compare RUN_DIR... [--out FILE] [--group-by KEY] [--diff A B]``.
+
+Group means only ever pool runs of one protocol (:mod:`nlora_lightning.reporting.protocol`): a
+group whose runs differ is split, and the output says which setting differs; ``--diff`` of groups
+of different protocols is refused. Unfinished runs are marked in the table and left out of the
+means unless ``--include-unfinished``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from nlora_lightning.reporting.aggregate import (
     paired_difference,
     summarize_groups,
 )
+from nlora_lightning.reporting.protocol import is_unfinished, protocol_differences, split_by_protocol, unfinished_note
 from nlora_lightning.reporting.runfiles import format_number, format_percent, read_run
 
 __all__ = ["COLUMNS", "compare_runs", "format_markdown", "main"]
@@ -43,8 +50,10 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for directory in run_dirs:
         run = read_run(directory)
+        name = run.directory.name or str(run.directory)
         rows.append({
-            "run": run.directory.name or str(run.directory),
+            "run": f"{name} ({unfinished_note(run)})" if is_unfinished(run) else name,
+            "unfinished": is_unfinished(run),
             "method": run.method,
             "AA": run.metric("AA"),
             "BWT": run.metric("BWT"),
@@ -77,6 +86,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--diff", nargs=2, metavar=("A", "B"), default=None, help="paired difference A - B of two groups")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--bootstrap-seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--include-unfinished", action="store_true",
+                        help="count unfinished runs (stopped before their last stage) in the group means")
     args = parser.parse_args(list(argv))
     missing = [str(d) for d in args.run_dirs if not d.is_dir()]
     if missing:
@@ -87,11 +98,7 @@ def main(argv: Sequence[str]) -> int:
     table = format_markdown(compare_runs(args.run_dirs))
     if args.group_by:
         try:
-            groups = group_runs(args.run_dirs, args.group_by)
-            table += "\n" + format_groups_markdown(summarize_groups(groups), args.group_by)
-            if args.diff:
-                diff = paired_difference(groups, *args.diff, num_resamples=args.resamples, seed=args.bootstrap_seed)
-                table += "\n" + format_difference_markdown(diff)
+            table += "\n" + _group_sections(args)
         except (ConfigurationError, ValueError) as error:
             print(f"nlora compare: {error}", file=sys.stderr)
             return 2
@@ -99,3 +106,43 @@ def main(argv: Sequence[str]) -> int:
     write_text_atomic(args.out, table)
     print(f"written to {args.out}")
     return 0
+
+
+def _group_sections(args: argparse.Namespace) -> str:
+    """The group means (one protocol per group, unfinished runs left out unless asked) and the paired difference."""
+    groups = group_runs(args.run_dirs, args.group_by)
+    notes = []
+    if not args.include_unfinished:
+        left_out = [run for runs in groups.values() for run in runs if is_unfinished(run)]
+        groups = {name: [run for run in runs if not is_unfinished(run)] for name, runs in groups.items()}
+        groups = {name: runs for name, runs in groups.items() if runs}
+        if left_out:
+            names = ", ".join(f"{run.directory.name} ({unfinished_note(run)})" for run in left_out)
+            notes.append(f"left out of the means: {names}; pass --include-unfinished to count them")
+    if not groups:
+        raise ConfigurationError("no finished run to average; pass --include-unfinished to count unfinished runs")
+    if args.diff:
+        _check_same_protocol(groups, args.diff)
+    groups, split_notes = split_by_protocol(groups)
+    notes += split_notes
+    rows = summarize_groups(groups)
+    for row in rows:  # --include-unfinished: the groups that count unfinished runs say so (names stay for --diff)
+        if any(is_unfinished(run) for run in groups[row["group"]]):
+            row["group"] = f"{row['group']} (includes unfinished)"
+    text = format_groups_markdown(rows, args.group_by)
+    if args.diff:
+        text += "\n" + format_difference_markdown(
+            paired_difference(groups, *args.diff, num_resamples=args.resamples, seed=args.bootstrap_seed))
+    return text + "".join(f"\nNote: {note}.\n" for note in notes)
+
+
+def _check_same_protocol(groups: dict[str, list[Any]], names: Sequence[str]) -> None:
+    """A paired difference needs one protocol across both groups: refuse naming the first differing setting."""
+    runs = [run for name in names for run in groups.get(name, [])]
+    for run in runs[1:]:
+        differences = protocol_differences(runs[0], run)
+        if differences:
+            raise ConfigurationError(
+                f"--diff {names[0]} {names[1]}: runs {runs[0].directory.name} and {run.directory.name} differ in protocol "
+                f"({differences[0]}); a difference is only meaningful within one protocol"
+            )

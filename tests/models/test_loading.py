@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from nlora_lightning.models import byte_tokenizer, load_backbone
 from nlora_lightning.models.loading import QuantizationConfig, resolve_model_path, resolve_source
@@ -31,3 +32,23 @@ def test_missing_package_and_gguf_file_are_named(tmp_path):
 def test_quantization_config_validates_bits():
     with pytest.raises(ValueError, match="bits must be 4 or 8"):
         QuantizationConfig(bits=3)
+
+
+def test_every_loader_builds_through_the_backbone_spec(tiny_llama_init, monkeypatch):
+    """One loader (issue 24 item 3): load_backbone and load_model are calls of BackboneSpec.load."""
+    from nlora_lightning.models import loading
+
+    calls = []
+    original = loading.BackboneSpec.load
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.random_init)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(loading.BackboneSpec, "load", counted)
+    backbone = load_backbone(None, random_init=tiny_llama_init, seed=1)
+    model = loading.load_model(None, random_init=tiny_llama_init, tokenizer=backbone.tokenizer, seed=1)
+    assert len(calls) == 2
+    assert all(torch.equal(a, b) for a, b in zip(backbone.model.parameters(), model.parameters()))
+    with pytest.raises(ValueError, match="quantization needs pretrained weights"):
+        loading.BackboneSpec(random_init=tiny_llama_init, quantization=QuantizationConfig()).load()
