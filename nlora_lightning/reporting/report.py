@@ -136,16 +136,17 @@ def _baseline_section(run: RunFiles) -> list[str]:
         interval = f" [{format_percent(bounds[0], 1)}, {format_percent(bounds[1], 1)}]" if bounds else ""
         return format_percent(entry.get("own"), 1) + interval
 
-    rows = [[name, "free text" if e.get("labels") is None else str(e["labels"]), format_percent(e.get("chance"), 1),
-             "n/a" if e.get("majority_answer") is None else f"`{e['majority_answer']}`", format_percent(e.get("majority"), 1),
-             own(e), {True: "never learned", False: "learned", None: "n/a"}[e.get("never_learned")]] for name, e in tasks.items()]
+    rows = [[name, "n/a" if e.get("majority_answer") is None else f"`{e['majority_answer']}`",
+             "free text" if e.get("labels") is None else str(e["labels"]), format_percent(e.get("chance"), 1),
+             format_percent(e.get("majority"), 1), own(e), {True: "never learned", False: "learned", None: "n/a"}[e.get("never_learned")]]
+            for name, e in tasks.items()]
     lines = ["## Trivial baselines (%)", "",
              "Chance: 1 / number of labels. Majority: the score on the test set of always giving the task's most frequent "
              "training answer (ties: first in sorted order). Own: the score right after the task's own training, with its "
              f"95 % bootstrap interval over test samples ({baselines.get('resamples', '?')} resamples, seed "
              f"{baselines.get('seed', '?')}); the task is never learned when the interval's lower end is at or below the "
              "majority score.", ""]
-    lines += _table(["task", "labels", "chance", "majority answer", "majority", "own [95 % interval]", ""], rows, left_columns=2)
+    lines += _table(["task", "majority answer", "labels", "chance", "majority", "own [95 % interval]", "verdict"], rows, left_columns=2)
     return lines + [""]
 
 

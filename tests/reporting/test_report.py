@@ -115,8 +115,8 @@ def test_report_puts_the_trivial_baselines_next_to_aa_and_counts_never_learned_t
     assert "**AA 75.00 %; trivial baselines: always the majority training answer 40.00 %, chance 30.00 %.**" in headline
     assert "**Never learned: 1 of 3 tasks** (intents)" in headline
     assert "## Trivial baselines (%)" in text
-    assert "| reviews | 2 | 50.0 | `positive` | 50.0 | 90.0 [80.0, 97.0] | learned |" in text
-    assert "| intents | free text | n/a | `ask \\| tell` | 40.0 | 45.0 | never learned |" in text  # | escaped, no interval
+    assert "| reviews | `positive` | 2 | 50.0 | 50.0 | 90.0 [80.0, 97.0] | learned |" in text
+    assert "| intents | `ask \\| tell` | free text | n/a | 40.0 | 45.0 | never learned |" in text  # | escaped, no interval
     # an older run without baselines: neither the headline nor the section
     older = render_markdown(read_run(write_fake_run(tmp_path / "older")))
     assert "trivial baselines" not in older and "Never learned" not in older and "## Trivial baselines" not in older
