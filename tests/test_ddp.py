@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from nlora_lightning.reporting.predictions import read_predictions
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     assert ddp["details"]["evaluated_samples"][-1] == [16, 16]
     # only rank 0 printed the summary
     assert ddp["stdout"].count("AA =") == 1
-    # per-sample predictions gathered from both ranks into one file per task evaluation, every sample once
-    for name in ("stage1_task0.jsonl", "stage1_task1.jsonl", "zeroshot_task0.jsonl"):
-        ids = lambda run: [json.loads(line)["sample_id"] for line in (tmp_path / run / "predictions" / name).read_text().splitlines()]  # noqa: E731
+    # per-sample predictions gathered from both ranks into the run's one file, every sample once per evaluation
+    for stage, task in ((1, 0), (1, 1), (None, 0)):
+        ids = lambda run: [r["sample_id"] for r in read_predictions(tmp_path / run) if (r["stage"], r["task"]) == (stage, single["metrics"]["tasks"][task])]  # noqa: E731
         assert ids("ddp") == ids("single") and len(ids("ddp")) == len(set(ids("ddp"))) == 16

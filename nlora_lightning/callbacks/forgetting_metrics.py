@@ -18,7 +18,16 @@ from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
 from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
-from nlora_lightning.reporting.predictions import aligned_correctness, predictions_path, write_predictions
+from nlora_lightning.reporting.baselines import run_baselines
+from nlora_lightning.reporting.predictions import (
+    PREDICTIONS_FILE,
+    aligned_scores,
+    keep_stages,
+    prediction_record,
+    read_predictions,
+    replace_stage,
+    scores_by_id,
+)
 from nlora_lightning.run_layout import run_dir  # re-exported: callers import it from here
 
 __all__ = ["ForgettingMetrics", "run_dir"]
@@ -40,11 +49,19 @@ class ForgettingMetrics(Callback):
 
     - ``acc_matrix.csv``: R as a table (rows: after each stage; columns: tasks; blank: not evaluated);
     - ``cl_metrics.json``: ``{"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95",
-      "BWT_ci95", "bootstrap", "eval_schedule"}`` (null: not evaluated or undefined; forgetting is
-      null under ``diagonal_final``, which does not evaluate R[i][j] for j < i < T-1);
+      "BWT_ci95", "bootstrap", "AA_chance", "AA_majority", "never_learned", "baselines",
+      "eval_schedule"}`` (null: not evaluated or undefined; forgetting is null under
+      ``diagonal_final``, which does not evaluate R[i][j] for j < i < T-1);
     - ``cl_details.json``: zero-shot baseline, held-out tasks, metrics after each stage;
-    - ``predictions/stage{i}_task{j}.jsonl`` (``zeroshot_task{j}.jsonl`` for the baseline): every
-      sample's id, prediction, label and correctness (see :mod:`nlora_lightning.reporting.predictions`).
+    - ``predictions.jsonl``: every evaluated sample's stage, task, id, prediction, label and score
+      (see :mod:`nlora_lightning.reporting.predictions`); a resumed run keeps the lines of the
+      stages its checkpoint had finished and rewrites the others.
+
+    Trivial baselines (see :mod:`nlora_lightning.reporting.baselines`), when the data module gives
+    each task's training answers (``train_labels(task)``) and label set (``label_names(task)``):
+    ``AA_chance`` (1 / labels), ``AA_majority`` (always the most frequent training answer, scored
+    on the test set) and ``never_learned``, the tasks whose score right after their own training is
+    not above their majority score beyond the bootstrap interval.
 
     ``AA_ci95`` and ``BWT_ci95`` are 95 % percentile bootstrap intervals over test samples, written
     once the last stage is evaluated: each task's samples are resampled with replacement, with the
@@ -78,7 +95,7 @@ class ForgettingMetrics(Callback):
         self.bootstrap_resamples = bootstrap_resamples
         self.bootstrap_seed = bootstrap_seed
         self.eval_schedule = "full"
-        self._predictions: dict[int, list[dict[str, Any]]] = {}
+        self._predictions: dict[int, list[Any]] = {}  # per task column: SamplePrediction
         self.metric: Optional[AccuracyMatrix] = None
         self._restored: Optional[dict[str, Any]] = None
         self.history: list[dict[str, Any]] = []
@@ -106,7 +123,12 @@ class ForgettingMetrics(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         apply_sequence_settings(trainer, "ForgettingMetrics")  # its rows are stages: the fit must run them all
         if self._restored is None:
+            if trainer.is_global_zero:  # a fresh fit: no line of an earlier run in this directory may stay
+                keep_stages(run_dir(trainer), [])
             return
+        if trainer.is_global_zero:
+            finished = [i for i in range(self._rows) if self._restored["total"][i].sum() > 0]
+            keep_stages(run_dir(trainer), finished + ([None] if self._restored["total"][self._rows].sum() > 0 else []))
         if trainer.global_rank == 0:  # restored counts are global: add them on one rank only
             self.metric.correct += self._restored["correct"].to(self.metric.correct)
             self.metric.total += self._restored["total"].to(self.metric.total)
@@ -142,10 +164,7 @@ class ForgettingMetrics(Callback):
             return
         task = int(outputs["task"])
         self.metric.update(row, task, outputs["correct"], outputs["total"])
-        self._predictions.setdefault(task, []).extend(
-            {"sample_id": p.sample_id, "prediction": p.prediction, "label": p.label, "correct": p.correct}
-            for p in outputs.get("predictions") or []
-        )
+        self._predictions.setdefault(task, []).extend(outputs.get("predictions") or [])
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = self._row(trainer)
@@ -158,8 +177,10 @@ class ForgettingMetrics(Callback):
         self._predictions = {}
         stage = row if row < self._rows else None
         if trainer.is_global_zero:
-            for task, records in predictions.items():
-                write_predictions(predictions_path(run_dir(trainer), stage, task), records)
+            names = trainer.datamodule.all_task_names
+            records = [prediction_record(stage, names[task], sample) for task in sorted(predictions)
+                       for sample in sorted(predictions[task], key=lambda p: (p.sample_id is None, p.sample_id))]
+            replace_stage(run_dir(trainer), stage, records)
         self._summarise(trainer, pl_module, acc, stage=stage)
 
     def _global_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,33 +223,46 @@ class ForgettingMetrics(Callback):
             "eval_schedule": self.eval_schedule,
         }
         if trainer.is_global_zero:
+            records = read_predictions(run_dir(trainer))
             if last == self._rows - 1:
-                self.results.update(self._intervals(run_dir(trainer), T))
+                self.results.update(self._intervals(run_dir(trainer), records, datamodule.all_task_names[:T]))
+            self.results.update(self._baselines(datamodule, records))
             self._write(run_dir(trainer), datamodule, acc)
 
-    def _intervals(self, directory: Path, num_tasks: int) -> dict[str, Any]:
-        """AA/BWT bootstrap intervals from the predictions files of the last row and the diagonal."""
+    def _intervals(self, directory: Path, records: list[dict[str, Any]], tasks: list[str]) -> dict[str, Any]:
+        """AA/BWT bootstrap intervals from the predictions of the last row and the diagonal."""
         if self.bootstrap_resamples == 0:
             return {}
         last = self._rows - 1
         # Rows ordered by sample id: after the last stage and, for BWT, right after the task's own training.
-        files = [[predictions_path(directory, last, j)] + ([predictions_path(directory, j, j)] if j < last and self._rows == num_tasks else [])
-                 for j in range(num_tasks)]
-        correctness = [aligned_correctness(paths) for paths in files]
-        if any(c is None for c in correctness):
-            log.warning("no AA/BWT intervals: a predictions file under %s is missing or the sample ids differ between stages",
-                        directory / "predictions")
+        stages = [[last] + ([j] if j < last and self._rows == len(tasks) else []) for j in range(len(tasks))]
+        scores = [aligned_scores([scores_by_id(records, i, name) for i in rows]) for name, rows in zip(tasks, stages)]
+        if any(s is None for s in scores):
+            log.warning("no AA/BWT intervals: %s lacks an evaluation, or the sample ids differ between stages",
+                        directory / PREDICTIONS_FILE)
             return {}
-        own = [c[1] for c in correctness if c.shape[0] == 2]
-        intervals = bootstrap_cl_intervals([c[0] for c in correctness], own or None, self.bootstrap_resamples, self.bootstrap_seed)
+        own = [s[1] for s in scores if s.shape[0] == 2]
+        intervals = bootstrap_cl_intervals([s[0] for s in scores], own or None, self.bootstrap_resamples, self.bootstrap_seed)
         return {"AA_ci95": intervals["AA"], "BWT_ci95": intervals["BWT"],
                 "bootstrap": {"resamples": self.bootstrap_resamples, "seed": self.bootstrap_seed, "confidence": 0.95,
                               "method": "percentile; test samples resampled per task, same indices at every stage"}}
 
+    def _baselines(self, datamodule, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Chance, majority and never-learned (see the class docstring); ``{}`` when the data module cannot say."""
+        train_labels, label_names = getattr(datamodule, "train_labels", None), getattr(datamodule, "label_names", None)
+        if not (callable(train_labels) and callable(label_names)):
+            return {}
+        tasks = list(datamodule.task_names)
+        labels = [label_names(j) for j in range(len(tasks))]
+        return run_baselines(records, tasks, datamodule.stages, [train_labels(j) for j in range(len(tasks))],
+                             [len(names) if names else None for names in labels],
+                             num_resamples=self.bootstrap_resamples, seed=self.bootstrap_seed)
+
     def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
         T = len(datamodule.task_names)
         payload = self.results
-        keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule")
+        keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap",
+                "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule")
         write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in keys})
         header = "after," + ",".join(datamodule.task_names)
         lines = [header] + [
@@ -290,17 +324,22 @@ def print_summary(results: dict[str, Any], datamodule_stage_names: list[str], ou
                   f"forgetting = {fmt('forgetting')}   FWT = {fmt('FWT')}")
     if results.get("AA_ci95"):
         console.print("(in brackets: 95 % bootstrap interval over test samples)", markup=False)
+    if results.get("AA_majority") is not None or results.get("AA_chance") is not None:
+        flagged = results.get("never_learned") or []
+        console.print(f"trivial baselines: AA of always the majority answer = {fmt('AA_majority')}, of chance = "
+                      f"{fmt('AA_chance')}; never learned (not above majority): {len(flagged)} of {len(results['tasks'])} "
+                      f"task(s){': ' + ', '.join(flagged) if flagged else ''}", markup=False)
     if out_dir is not None:
         console.print(f"files: {out_dir}")
 
 
-def _gather_across_ranks(predictions: dict[int, list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
+def _gather_across_ranks(predictions: dict[int, list[Any]]) -> dict[int, list[Any]]:
     """Every rank's predictions, merged per task (a collective under DDP: every rank calls it)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() == 1:
         return predictions
     gathered: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, predictions)
-    merged: dict[int, list[dict[str, Any]]] = {}
+    merged: dict[int, list[Any]] = {}
     for part in gathered:
         for task, records in part.items():
             merged.setdefault(task, []).extend(records)

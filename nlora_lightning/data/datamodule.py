@@ -212,6 +212,14 @@ class TaskSequenceDataModule(pl.LightningDataModule):
     def stage_name(self, stage: int) -> str:
         return "+".join(self.task_names[t] for t in self.stages[stage])
 
+    def train_labels(self, task: int) -> list[str]:
+        """Gold answers of task ``task``'s training samples (after subsampling): the majority baseline's input."""
+        return [e["label"] for e in self._train_examples[task]]
+
+    def label_names(self, task: int) -> list[str]:
+        """The label set of task ``task`` (``labels.json``)."""
+        return list(self._label_names[task])
+
     def scheduled_eval_tasks(self) -> set[int]:
         """Columns evaluated right now (see the module docstring)."""
         trainer = self._trainer_or_none()

@@ -6,7 +6,7 @@ Used by ``nlora compare --group-by method --diff A B``. Two kinds of interval an
   ``run_info.json``); the per-seed differences get a 95 % Student-t interval (n is small: a
   bootstrap over 3 seeds has almost nothing to resample). This is the interval to quote for "is
   A better than B", since it includes training noise.
-- over test samples: when every paired run wrote predictions files with the same sample ids, a
+- over test samples: when every paired run wrote predictions with the same sample ids, a
   paired bootstrap resamples each (seed, task)'s test samples with the same indices for A and B
   and recomputes the seed-mean AA difference. It holds the trained models fixed: it tells whether
   the test sets are large enough to separate these particular runs.
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, paired_difference_interval
 from nlora_lightning.metrics.intervals import summarize_seeds, t_interval_95
-from nlora_lightning.reporting.predictions import aligned_correctness, predictions_path
+from nlora_lightning.reporting.predictions import PREDICTIONS_FILE, aligned_scores, read_predictions, scores_by_id
 from nlora_lightning.reporting.runfiles import RunFiles, format_percent, read_run
 
 __all__ = ["METRICS", "PairedDifference", "format_difference_markdown", "format_groups_markdown", "group_runs",
@@ -116,15 +116,17 @@ def paired_difference(groups: dict[str, list[RunFiles]], first: str, second: str
     a_groups, b_groups = [], []
     for key in shared:
         runs = (by_seed[0][key], by_seed[1][key])
+        records = [read_predictions(run.directory) for run in runs]
         lasts = [len((run.metrics or {}).get("acc_matrix") or []) - 1 for run in runs]
         if runs[0].tasks != runs[1].tasks or min(lasts) < 0:
             result.over_samples_note = f"no interval over test samples: seed {key} has different or no tasks in the two runs"
             return result
-        for j, task in enumerate(runs[0].tasks):
-            pair = aligned_correctness([predictions_path(run.directory, last, j) for run, last in zip(runs, lasts)])
+        for task in runs[0].tasks:
+            pair = aligned_scores([scores_by_id(lines, last, task) for lines, last in zip(records, lasts)])
             if pair is None:
-                result.over_samples_note = (f"no interval over test samples: for seed {key}, task {task}, a predictions file "
-                                            "is missing or the runs evaluated different samples")
+                result.over_samples_note = (f"no interval over test samples: for seed {key}, task {task}, a run's "
+                                            f"{PREDICTIONS_FILE} lacks the evaluation after its last stage or the runs "
+                                            "evaluated different samples")
                 return result
             a_groups.append(pair[0])
             b_groups.append(pair[1])

@@ -33,6 +33,8 @@ COLUMNS: list[tuple[str, str, Any]] = [
     ("run", "run", str),
     ("method", "method", lambda v: "n/a" if v is None else str(v)),
     ("AA", "AA (%)", lambda v: format_percent(v, 2)),
+    ("AA_majority", "majority AA (%)", lambda v: format_percent(v, 2)),
+    ("never_learned", "never learned", lambda v: "n/a" if v is None else str(v)),
     ("BWT", "BWT (%)", lambda v: format_percent(v, 2)),
     ("forgetting", "forgetting (%)", lambda v: format_percent(v, 2)),
     ("collision_mean", "collision (%)", lambda v: format_percent(v, 2)),
@@ -44,7 +46,8 @@ COLUMNS: list[tuple[str, str, Any]] = [
 def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One row per run directory with the headline figures (``None`` where a file or value is missing).
 
-    Keys: ``run`` (directory name), ``method``, ``AA``, ``BWT``, ``forgetting`` (fractions),
+    Keys: ``run`` (directory name), ``method``, ``AA``, ``AA_majority`` (always the majority training answer),
+    ``never_learned`` (how many tasks), ``BWT``, ``forgetting`` (fractions),
     ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``.
     """
     rows = []
@@ -56,6 +59,8 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "unfinished": is_unfinished(run),
             "method": run.method,
             "AA": run.metric("AA"),
+            "AA_majority": run.metric("AA_majority"),
+            "never_learned": _count(run.metrics, "never_learned"),
             "BWT": run.metric("BWT"),
             "forgetting": run.metric("forgetting"),
             "collision_mean": run.collision.pair_mean() if run.collision is not None else None,
@@ -63,6 +68,11 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "train_time_s": run.train_time_s,
         })
     return rows
+
+
+def _count(metrics, key: str):
+    values = (metrics or {}).get(key)
+    return len(values) if isinstance(values, list) else None
 
 
 def format_markdown(rows: Sequence[dict[str, Any]]) -> str:

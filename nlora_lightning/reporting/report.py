@@ -108,6 +108,48 @@ def _interval_lines(metrics: dict[str, Any]) -> list[str]:
             "They cover test-sample noise only, not the spread over training seeds.", ""]
 
 
+def _baseline_headline(run: RunFiles) -> list[str]:
+    """The run's AA next to its trivial baselines' AA, and the count of never-learned tasks (nothing for older runs)."""
+    metrics = run.metrics or {}
+    if "never_learned" not in metrics and "AA_majority" not in metrics:
+        return []
+    lines = [f"**AA {format_percent(run.metric('AA'), 2)} %; trivial baselines: always the majority training answer "
+             f"{format_percent(run.metric('AA_majority'), 2)} %, chance {format_percent(run.metric('AA_chance'), 2)} %.**", ""]
+    flagged = metrics.get("never_learned")
+    if isinstance(flagged, list):
+        judged = [t for t, e in ((metrics.get("baselines") or {}).get("tasks") or {}).items() if e.get("never_learned") is not None]
+        lines += [f"**Never learned: {len(flagged)} of {len(judged)} tasks**" + (f" ({', '.join(flagged)})" if flagged else "")
+                  + ": right after its own training, the task's score is not above its majority score beyond the 95 % "
+                  "bootstrap interval (see Trivial baselines).", ""]
+    return lines
+
+
+def _baseline_section(run: RunFiles) -> list[str]:
+    """Per task: chance, the majority answer and its score, the own-stage score with its interval, the flag."""
+    baselines = ((run.metrics or {}).get("baselines") or {})
+    tasks = baselines.get("tasks") or {}
+    if not tasks:
+        return []
+
+    def own(entry: dict[str, Any]) -> str:
+        bounds = entry.get("own_ci95")
+        interval = f" [{format_percent(bounds[0], 1)}, {format_percent(bounds[1], 1)}]" if bounds else ""
+        return format_percent(entry.get("own"), 1) + interval
+
+    rows = [[name, "n/a" if e.get("majority_answer") is None else f"`{e['majority_answer']}`",
+             "free text" if e.get("labels") is None else str(e["labels"]), format_percent(e.get("chance"), 1),
+             format_percent(e.get("majority"), 1), own(e), {True: "never learned", False: "learned", None: "n/a"}[e.get("never_learned")]]
+            for name, e in tasks.items()]
+    lines = ["## Trivial baselines (%)", "",
+             "Chance: 1 / number of labels. Majority: the score on the test set of always giving the task's most frequent "
+             "training answer (ties: first in sorted order). Own: the score right after the task's own training, with its "
+             f"95 % bootstrap interval over test samples ({baselines.get('resamples', '?')} resamples, seed "
+             f"{baselines.get('seed', '?')}); the task is never learned when the interval's lower end is at or below the "
+             "majority score.", ""]
+    lines += _table(["task", "majority answer", "labels", "chance", "majority", "own [95 % interval]", "verdict"], rows, left_columns=2)
+    return lines + [""]
+
+
 def _square_section(table: SquareTable, title: str, explanation: str, headline: str, cell, image: str) -> list[str]:
     lines = [f"## {title}", "", explanation, "", headline, ""]
     lines += _table(["", *table.names], [[name, *(cell(v) for v in row)] for name, row in zip(table.names, table.values)])
@@ -170,6 +212,7 @@ def render_markdown(run: RunFiles) -> str:
     lines += [f"- **{k}**: {v}" for k, v in facts if v is not None] + [""]
     if info.get("error"):
         lines += [f"Error: `{info['error']}`", ""]
+    lines += _baseline_headline(run)
     if run.tasks:
         lines += ["## Tasks (training order)", ""] + [f"{i + 1}. {name}" for i, name in enumerate(run.tasks)] + [""]
     if info.get("held_out_tasks"):
@@ -178,6 +221,7 @@ def render_markdown(run: RunFiles) -> str:
         lines += ["## Settings", ""] + _table(["setting", "value"], _hyperparameter_rows(info), left_columns=2) + [""]
     if run.metrics is not None:
         lines += _accuracy_section(run)
+        lines += _baseline_section(run)
     lines += _analysis_section(run, tau_text)
     if run.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]

@@ -9,21 +9,34 @@ from typing import Optional
 
 import pytest
 
-from nlora_lightning.reporting.predictions import predictions_path, write_predictions
+from nlora_lightning.reporting.predictions import write_predictions
 
 TASKS = ["reviews", "topics", "intents"]
 LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj",
           "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
 
 
+BASELINES = {
+    "AA_chance": 0.3, "AA_majority": 0.4, "never_learned": ["intents"],
+    "baselines": {"resamples": 1000, "seed": 0, "rule": "...", "tasks": {
+        "reviews": {"labels": 2, "chance": 0.5, "majority_answer": "positive", "majority": 0.5, "own": 0.9,
+                    "own_ci95": [0.8, 0.97], "never_learned": False},
+        "topics": {"labels": 4, "chance": 0.25, "majority_answer": "sport", "majority": 0.3, "own": 0.7,
+                   "own_ci95": [0.6, 0.8], "never_learned": False},
+        "intents": {"labels": None, "chance": None, "majority_answer": "ask | tell", "majority": 0.4, "own": 0.45,
+                    "own_ci95": None, "never_learned": True}}},
+}
+
+
 def write_fake_run(directory: Path, *, method: str = "nlora", aa: float = 0.75, bwt: float = -0.1, seed: int = 0,
-                   final_correct: Optional[list[list[bool]]] = None, collision_pairs=(0.01, 0.02, 0.03),
+                   final_correct: Optional[list[list[bool]]] = None, baselines: bool = False, collision_pairs=(0.01, 0.02, 0.03),
                    overlap_pairs=(0.1, 0.2, 0.6), files: tuple[str, ...] = ("run_info", "cl_metrics", "cl_details", "collision",
                                                                               "orthogonality", "adapter_stats")) -> Path:
     """Write the files named in ``files``; pair values are for (0,1), (0,2), (1,2).
 
+    ``baselines``: write the trivial baselines into ``cl_metrics.json`` (``intents`` never learned).
     ``final_correct``: per task, the correctness of samples 0..n-1 after the last stage, written as
-    predictions files.
+    ``predictions.jsonl``.
     """
     directory.mkdir(parents=True, exist_ok=True)
     if "run_info" in files:
@@ -39,10 +52,11 @@ def write_fake_run(directory: Path, *, method: str = "nlora", aa: float = 0.75, 
         (directory / "cl_metrics.json").write_text(json.dumps({
             "tasks": TASKS,
             "acc_matrix": [[0.9, None, None], [0.8, 0.7, None], [0.75, 0.65, 0.85]],
-            "AA": aa, "BWT": bwt, "forgetting": 0.1, "FWT": None}))
-    for task, correct in enumerate(final_correct or []):
-        write_predictions(predictions_path(directory, len(TASKS) - 1, task),
-                          [{"sample_id": i, "prediction": "x", "label": "x" if c else "y", "correct": c} for i, c in enumerate(correct)])
+            "AA": aa, "BWT": bwt, "forgetting": 0.1, "FWT": None, **(BASELINES if baselines else {})}))
+    if final_correct:
+        write_predictions(directory, [{"stage": len(TASKS) - 1, "task": TASKS[task], "sample_id": i, "prediction": "x",
+                                       "label": "x" if c else "y", "score": float(c)}
+                                      for task, correct in enumerate(final_correct) for i, c in enumerate(correct)])
     if "cl_details" in files:
         (directory / "cl_details.json").write_text(json.dumps({
             "zero_shot": {"reviews": 0.1, "topics": 0.2, "intents": 0.05},

@@ -107,3 +107,16 @@ def test_report_gives_the_intervals_and_explains_the_missing_forgetting_under_di
     assert "| 75.00 | -10.00 | n/a | n/a |" in text
     assert "1000 resamples, seed 0" in text and "AA [70.00, 80.00], BWT [-15.00, -5.00]" in text
     assert "Evaluation schedule `diagonal_final`" in text and "forgetting" in text
+
+
+def test_report_puts_the_trivial_baselines_next_to_aa_and_counts_never_learned_tasks(tmp_path):
+    text = render_markdown(read_run(write_fake_run(tmp_path / "run", aa=0.75, baselines=True)))
+    headline = text.split("## Tasks")[0]  # before the first section
+    assert "**AA 75.00 %; trivial baselines: always the majority training answer 40.00 %, chance 30.00 %.**" in headline
+    assert "**Never learned: 1 of 3 tasks** (intents)" in headline
+    assert "## Trivial baselines (%)" in text
+    assert "| reviews | `positive` | 2 | 50.0 | 50.0 | 90.0 [80.0, 97.0] | learned |" in text
+    assert "| intents | `ask \\| tell` | free text | n/a | 40.0 | 45.0 | never learned |" in text  # | escaped, no interval
+    # an older run without baselines: neither the headline nor the section
+    older = render_markdown(read_run(write_fake_run(tmp_path / "older")))
+    assert "trivial baselines" not in older and "Never learned" not in older and "## Trivial baselines" not in older
