@@ -33,7 +33,8 @@ def tiny_args(out, *extra):
 
 def test_the_best_validation_aa_wins_and_ties_go_to_the_weaker_setting(sweep):
     assert sweep.choose({"1e-4": 0.50, "1e-3": 0.62, "1e-2": 0.40}) == "1e-3"
-    assert sweep.choose({"1e-2": 0.6, "1e-4": 0.6, "1e-3": 0.6 - 1e-12}) == "1e-4"  # within 1e-9: a three-way tie
+    assert sweep.choose({"1e-2": 0.6, "1e-3": 0.6}) == "1e-3"
+    assert sweep.choose({"1e-4": 0.6, "1e-3": 0.6 + 1e-12}) == "1e-4"  # a float-rounding difference is a tie
     assert sweep.choose({"0.1": 0.6, "0.3": 0.6, "0.5": 0.59}, weaker="larger") == "0.3"  # e.g. MIGU: more kept gradient
     assert sweep.choose({"1e-4": 0.6000001, "1e-3": 0.6}) == "1e-4"
     assert sweep.choose({"1e-4": 0.6, "1e-3": 0.6000001}) == "1e-3"  # a real difference is not a tie
