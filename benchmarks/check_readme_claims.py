@@ -162,7 +162,9 @@ class Skip(Exception):
     """A claim needs data that is not available here."""
 
 
-def check_claims(readme: Path, claims: Sequence[Callable[..., list[str]]], folder: Path, data_dir: Optional[Path]) -> tuple[list[str], list[str]]:
+def check_claims(readme: Path, claims: Sequence[Callable[..., list[str]]], folder: Path,
+                 data_dir: Optional[Path]) -> tuple[list[str], list[str]]:
+    """``(mismatches, skipped claims)``: each claim's sentences must occur in ``readme`` (whitespace aside)."""
     text = " ".join(readme.read_text(encoding="utf-8").split())
     errors, skipped = [], []
     for claim in claims:
@@ -174,7 +176,8 @@ def check_claims(readme: Path, claims: Sequence[Callable[..., list[str]]], folde
         except ValueError as error:
             errors.append(f"{readme}: {claim.__name__}: {error}")
             continue
-        errors += [f"{readme}: {claim.__name__}: the README should say: \"{s}\"" for s in sentences if " ".join(s.split()) not in text]
+        errors += [f"{readme}: {claim.__name__}: the README should say: \"{s}\""
+                   for s in sentences if " ".join(s.split()) not in text]
     return errors, skipped
 
 

@@ -46,7 +46,8 @@ def fake_run(directory: Path, aa: float, evaluate_on: str):
     directory.mkdir(parents=True)
     info = {"method": "nlora", "status": "finished", "hyperparameters": {"evaluate_on": evaluate_on}}
     (directory / "run_info.json").write_text(json.dumps(info))
-    (directory / "cl_metrics.json").write_text(json.dumps({"tasks": ["a", "b"], "acc_matrix": [[aa, None], [aa, aa]], "AA": aa, "BWT": 0.0}))
+    metrics = {"tasks": ["a", "b"], "acc_matrix": [[aa, None], [aa, aa]], "AA": aa, "BWT": 0.0}
+    (directory / "cl_metrics.json").write_text(json.dumps(metrics))
 
 
 def test_table_only_applies_the_rule_and_refuses_a_selection_run_that_scored_test(sweep, tmp_path, capsys):

@@ -37,7 +37,8 @@ def independent_pair_tables(updates, tau):
                 dw_j = updates[j][name]
                 both = (dw_i.abs() > tau * dw_i.abs().max()) & (dw_j.abs() > tau * dw_j.abs().max())
                 rates.append(both.double().mean())
-                overlaps.append(torch.linalg.matrix_norm(dw_i.T @ dw_j) / (torch.linalg.matrix_norm(dw_i) * torch.linalg.matrix_norm(dw_j)))
+                norm = torch.linalg.matrix_norm
+                overlaps.append(norm(dw_i.T @ dw_j) / (norm(dw_i) * norm(dw_j)))
             collision[i, j], overlap[i, j] = torch.stack(rates).mean(), torch.stack(overlaps).mean()
     return collision, overlap
 
