@@ -20,7 +20,7 @@ __all__ = ["RunReport", "collect_run_info"]
 
 log = logging.getLogger(__name__)
 
-_DATA_SETTINGS = ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples")
+_DATA_SETTINGS = ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples", "validation_samples", "evaluate_on")
 
 
 def _now() -> str:

@@ -30,14 +30,15 @@ from nlora_lightning.data.benchmark import TaskData, load_instructions, load_tas
 from nlora_lightning.data.collate import EvalCollator, TrainCollator
 from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_prompt, encode_split
 from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
+from nlora_lightning.data.splits import EVALUATION_SPLITS, check_validation_room, select_task_rows
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
 
-__all__ = ["EVAL_SCHEDULES", "ReplayConfig", "TaskSequenceDataModule"]
+__all__ = ["EVAL_SCHEDULES", "EVALUATION_SPLITS", "ReplayConfig", "TaskSequenceDataModule"]
 
 EVAL_SCHEDULES = ("full", "diagonal_final")
 # Identity entries added after checkpoints were first written: a checkpoint without one had the default.
-_IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full"}
+_IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full", "validation_samples": None, "evaluate_on": "test"}
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         data_dir: A folder in the CL_Benchmark layout. ``None`` uses the packaged toy benchmark.
         max_train_samples: Per-task cap on training samples (seeded, class-stratified).
         max_eval_samples: Per-task cap on test samples (seeded, class-stratified).
+        validation_samples: Size of a validation set carved out of each task's ``train.json``
+            (seeded, class-stratified); training samples are then drawn from the rest only, so the
+            two never overlap. ``None``: no validation set, training draws from the whole file.
+        evaluate_on: The split every evaluation scores: ``"test"`` (default) or ``"validation"``
+            (needs ``validation_samples``; the test files are then not even encoded), e.g. to
+            choose a hyperparameter without looking at test data.
         epochs_per_task: Epochs of each stage (the paper: 10).
         batch_size: Training batch size per device.
         eval_batch_size: Evaluation batch size (default: ``batch_size``).
@@ -104,7 +111,9 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     Raises:
         ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
-            are also trained, non-positive sizes, or an unknown ``eval_schedule``.
+            are also trained, non-positive sizes, an unknown ``eval_schedule`` or ``evaluate_on``,
+            or ``evaluate_on="validation"`` without ``validation_samples``. :meth:`load_tasks`
+            also raises it for a task whose ``train.json`` is too small for the validation set.
 
     Example:
         >>> dm = TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=64)
@@ -119,6 +128,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         data_dir: Optional[str] = None,
         max_train_samples: Optional[int] = None,
         max_eval_samples: Optional[int] = None,
+        validation_samples: Optional[int] = None,
+        evaluate_on: Literal["test", "validation"] = "test",
         epochs_per_task: int = 1,
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
@@ -142,7 +153,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if overlap:
             raise ConfigurationError(f"held_out_tasks {overlap} are also in the training sequence")
         for name, value in [("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples),
-                            ("epochs_per_task", epochs_per_task), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("validation_samples", validation_samples), ("epochs_per_task", epochs_per_task),
+                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("max_source_length", max_source_length), ("max_target_length", max_target_length)]:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigurationError(f"data.{name} must be a positive integer, got {value!r}")
@@ -152,10 +164,17 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"on_unknown_label must be 'error', 'drop' or 'keep', got {on_unknown_label!r}")
         if eval_schedule not in EVAL_SCHEDULES:
             raise ConfigurationError(f"data.eval_schedule must be one of {list(EVAL_SCHEDULES)}, got {eval_schedule!r}")
+        if evaluate_on not in EVALUATION_SPLITS:
+            raise ConfigurationError(f"data.evaluate_on must be one of {list(EVALUATION_SPLITS)}, got {evaluate_on!r}")
+        if evaluate_on == "validation" and validation_samples is None:
+            raise ConfigurationError("data.evaluate_on=validation needs data.validation_samples (the size of the "
+                                     "validation set carved out of each task's train.json)")
         self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
         self.instruction_config = instruction_config
         self.max_train_samples = max_train_samples
         self.max_eval_samples = max_eval_samples
+        self.validation_samples = validation_samples
+        self.evaluate_on = evaluate_on
         self.epochs_per_task = epochs_per_task
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -266,7 +285,11 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         """Read and validate every task's files (once); bad data fails here, before anything is written."""
         if self._tasks is None:
             instructions = load_instructions(self.data_dir, self.instruction_config)
-            self._tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+            tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+            for index, task in enumerate(tasks):  # a carved validation set must leave the training samples asked for
+                check_validation_room(task.name, len(task.records["train"]), self.validation_samples, self.max_train_samples,
+                                      trained=index < len(self.task_names))
+            self._tasks = tasks
         return self._tasks
 
     def check_prompt_budget(self, tokenizer) -> None:
@@ -289,16 +312,21 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self._train_examples, self._eval_examples, self._candidates = [], [], []
         self._label_names = [task.labels for task in tasks]
         for index, task in enumerate(tasks):
-            eval_rows = self._select(task, "test", index, self.max_eval_samples, config, cache)
-            self._eval_examples.append(eval_rows)
+            trained = index < len(self.task_names)
+            train = encode_split(task, "train", self.tokenizer, config, cache) if trained or self.validation_samples else None
+            test = encode_split(task, "test", self.tokenizer, config, cache) if self.evaluate_on == "test" else None
+            rows = select_task_rows(index, self.seed, train["label"] if train is not None else None,
+                                    test["label"] if test is not None else None, self.max_train_samples,
+                                    self.max_eval_samples, self.validation_samples, self.evaluate_on)
+            evaluated = test if rows.evaluation_split == "test" else train
+            self._eval_examples.append(self._examples(task, rows.evaluation_split, index, evaluated, rows.evaluation, config))
             self._candidates.append([encode_answer(self.tokenizer, label, config) for label in task.labels])
-            if index < len(self.task_names):
-                self._train_examples.append(self._select(task, "train", index, self.max_train_samples, config, cache))
+            if trained:
+                self._train_examples.append(self._examples(task, "train", index, train, rows.train, config))
         self._draw_replay()
 
-    def _select(self, task: TaskData, split: str, index: int, cap: Optional[int], config: EncodingConfig, cache: Path) -> list[dict]:
-        dataset = encode_split(task, split, self.tokenizer, config, cache)
-        rows = stratified_subsample(dataset["label"], cap, self.seed + 7919 * index + (0 if split == "train" else 1))
+    def _examples(self, task: TaskData, split: str, index: int, dataset, rows: list[int], config: EncodingConfig) -> list[dict]:
+        """The encoded ``rows`` of ``dataset`` (a file of ``task``) as examples; ``split`` names them in logs and ids."""
         examples = dataset.select(rows).to_list()
         truncated = sum(e["truncated"] for e in examples)
         if truncated:
@@ -308,9 +336,9 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                 "from the end (instruction, options and 'Answer:' kept)", task.name, split, truncated, len(examples), limit,
             )
         for e, row in zip(examples, rows):
-            e["task"] = index
+            e["task"], e["split"] = index, split
             # Stable across runs with the same seed and sizes: the record's position in the split's file
-            # (counted after records dropped by on_unknown_label="drop").
+            # (train.json for the validation split; counted after records dropped by on_unknown_label="drop").
             e["sample_id"] = row
         return examples
 
@@ -390,6 +418,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             "epochs_per_task": self.epochs_per_task,
             "seed": self.seed,
             "max_train_samples": self.max_train_samples,
+            "validation_samples": self.validation_samples,
+            "evaluate_on": self.evaluate_on,
             "replay": None if self.replay is None else vars(self.replay),
             "task_header": self.task_header,
             "eval_schedule": self.eval_schedule,

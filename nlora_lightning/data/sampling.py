@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-__all__ = ["stratified_subsample", "EpochSampler", "ScheduledSampler", "ResumableDataLoader"]
+__all__ = ["stratified_subsample", "carve_validation", "EpochSampler", "ScheduledSampler", "ResumableDataLoader"]
 
 
 def stratified_subsample(labels: Sequence[str], k: Optional[int], seed: int) -> list[int]:
@@ -46,6 +46,28 @@ def stratified_subsample(labels: Sequence[str], k: Optional[int], seed: int) -> 
         chosen.extend(rng.sample(by_label[label], quota[label]))
     return sorted(chosen)
 
+
+
+def carve_validation(labels: Sequence[str], size: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split indices into a class-stratified, seeded validation set of ``size`` and the rest.
+
+    The two lists are sorted and disjoint and together cover ``range(len(labels))``; training
+    samples are drawn from the rest only, so no validation sample is ever trained on.
+
+    Raises:
+        ValueError: If ``size`` is not positive or leaves no sample for the rest.
+
+    Example:
+        >>> carve_validation(["a", "a", "b", "b"], 2, seed=0)[0].__len__()
+        2
+    """
+    if size <= 0:
+        raise ValueError(f"a validation set needs a positive size, got {size}")
+    if size >= len(labels):
+        raise ValueError(f"a validation set of {size} leaves none of the {len(labels)} samples for training")
+    validation = stratified_subsample(labels, size, seed)
+    carved = set(validation)
+    return validation, [i for i in range(len(labels)) if i not in carved]
 
 class _ShardedSampler(DistributedSampler):
     # DistributedSampler.__init__ is skipped on purpose: it would ask torch.distributed for the

@@ -53,9 +53,9 @@ def _hyperparameter_rows(info: dict[str, Any]) -> list[list[str]]:
     rows.append(["methods", "; ".join(described) or "none"])
     if hp.get("optimizer"):
         rows.append(["optimizer", f"{hp['optimizer']} (lr={hp.get('lr')}, weight decay={hp.get('weight_decay')})"])
-    for key in ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples", "seed", "data_seed",
-                "precision", "forward_transfer", "collision_tau"):
-        if key in hp:
+    for key in ("epochs_per_task", "batch_size", "max_train_samples", "max_eval_samples", "validation_samples", "evaluate_on",
+                "seed", "data_seed", "precision", "forward_transfer", "collision_tau"):
+        if key in hp and not (key == "validation_samples" and hp[key] is None):  # the scored split: evaluate_on
             rows.append([key.replace("_", " "), "all" if hp[key] is None and key.startswith("max_") else str(hp[key])])
     evaluation = hp.get("evaluation")
     if isinstance(evaluation, dict):

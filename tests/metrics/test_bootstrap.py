@@ -41,6 +41,26 @@ def test_known_cases():
     assert paired_difference_interval([same], [same]) == (0.0, 0.0)  # paired: identical runs differ by exactly 0
 
 
+def test_three_informative_tasks_match_a_direct_bootstrap_loop():
+    # Tasks of different sizes and accuracies, every evaluation different from the others: dropping a
+    # task, reusing one task's indices for another or unpairing BWT's two evaluations changes the result.
+    final = [correctness(11, 0.3, 21), correctness(13, 0.8, 22), correctness(17, 0.55, 23)]
+    own = [correctness(11, 0.7, 24), correctness(13, 0.6, 25)]
+    assert all(0 < float(c.mean()) < 1 for c in final + own)
+    result = bootstrap_cl_intervals(final, own, num_resamples=300, seed=7)
+    generator = torch.Generator().manual_seed(7)  # the documented draw: one generator, tasks in order
+    aa, bwt = np.zeros(300), np.zeros(300)
+    for j, task in enumerate(final):
+        indices = torch.randint(len(task), (300, len(task)), generator=generator).numpy()
+        after_last = task.numpy()[indices].mean(1)
+        aa += after_last / 3
+        if j < 2:
+            bwt += (after_last - own[j].numpy()[indices].mean(1)) / 2
+    assert result["AA"] == pytest.approx(tuple(np.percentile(aa, [2.5, 97.5])))
+    assert result["BWT"] == pytest.approx(tuple(np.percentile(bwt, [2.5, 97.5])))
+    assert result["BWT"][0] < 0 < result["AA"][0]  # informative: the tasks drop, and the interval shows it
+
+
 def test_bwt_interval_keeps_the_pairing():
     # The same sample is right after its own training and after the last stage: BWT is 0 on every
     # resample. Unpaired resampling would give a wide interval.

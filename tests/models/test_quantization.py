@@ -10,7 +10,11 @@ from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig
 from nlora_lightning.models import byte_tokenizer
 from nlora_lightning.models.loading import random_init_config
 
-pytest.importorskip("bitsandbytes")
+
+@pytest.fixture(scope="module")
+def bitsandbytes():
+    """Only the quantized tests need bitsandbytes; the others run without it."""
+    return pytest.importorskip("bitsandbytes")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def quantized_module(path, bits):
 
 
 @pytest.mark.parametrize("bits, layer_type", [(4, "Linear4bit"), (8, "Linear8bitLt")])
-def test_quantized_base_trains_only_fp32_adapters(saved_tiny_llama, bits, layer_type):
+def test_quantized_base_trains_only_fp32_adapters(bitsandbytes, saved_tiny_llama, bits, layer_type):
     module = quantized_module(saved_tiny_llama, bits)
     module.configure_model()
     layer = next(iter(module.adapters.layers.values()))
@@ -55,7 +59,7 @@ def test_quantized_base_trains_only_fp32_adapters(saved_tiny_llama, bits, layer_
 
 
 @pytest.mark.slow
-def test_four_bit_sequence_fits(saved_tiny_llama, tiny, make_trainer, tmp_path):
+def test_four_bit_sequence_fits(bitsandbytes, saved_tiny_llama, tiny, make_trainer, tmp_path):
     trainer = make_trainer(name="qlora")
     trainer.fit(quantized_module(saved_tiny_llama, 4), datamodule=tiny.data())
     metrics = json.loads((tmp_path / "qlora" / "cl_metrics.json").read_text())
