@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
-from nlora_lightning.evaluation import EvaluationConfig, predict
+from nlora_lightning.evaluation import EvaluationConfig, predict, score_sum
 from nlora_lightning.gradients import GradientTransformConfig, build_gradient_transforms
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.losses import LossTerms
@@ -401,7 +401,7 @@ class ContinualLightningModule(pl.LightningModule):
         if self.evaluation.oracle_task_adapter:
             self._use_oracle_adapter(task)
         predictions = predict(self.model, self.tokenizer, batch, self.evaluation.mode, self.is_seq2seq, self.device)
-        return {"task": task, "correct": sum(p.correct for p in predictions), "total": len(predictions), "predictions": predictions}
+        return {"task": task, "correct": score_sum(predictions), "total": len(predictions), "predictions": predictions}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         return self.validation_step(batch, batch_idx, dataloader_idx)

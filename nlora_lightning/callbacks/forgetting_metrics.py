@@ -156,7 +156,8 @@ class ForgettingMetrics(Callback):
         task = int(outputs["task"])
         self.metric.update(row, task, outputs["correct"], outputs["total"])
         self._predictions.setdefault(task, []).extend(
-            {"sample_id": p.sample_id, "prediction": p.prediction, "label": p.label, "correct": p.correct}
+            {"sample_id": p.sample_id, "prediction": p.prediction, "label": p.label, "correct": p.correct,
+             "score": p.score, "metric": p.metric}
             for p in outputs.get("predictions") or []
         )
 
@@ -213,6 +214,7 @@ class ForgettingMetrics(Callback):
             **(self._metrics(acc, zero_shot, last, T) if last is not None else {}),
             "completed_stages": 0 if last is None else last + 1,
             "eval_schedule": self.eval_schedule,
+            **_metric_names(datamodule),
         }
         if trainer.is_global_zero:
             if last == self._rows - 1:
@@ -241,7 +243,8 @@ class ForgettingMetrics(Callback):
     def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
         T = len(datamodule.task_names)
         payload = self.results
-        keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule")
+        keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule",
+                "metric", "task_metrics", "scoring")
         write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in keys})
         header = "after," + ",".join(datamodule.task_names)
         lines = [header] + [
@@ -318,3 +321,13 @@ def _gather_across_ranks(predictions: dict[int, list[dict[str, Any]]]) -> dict[i
         for task, records in part.items():
             merged.setdefault(task, []).extend(records)
     return merged
+
+
+def _metric_names(datamodule) -> dict[str, Any]:
+    """What the matrix entries are: ``metric`` (one name, or "mixed"), ``task_metrics`` per task, ``scoring``."""
+    names = list(getattr(datamodule, "task_metric_names", None) or [])[: len(datamodule.task_names)]
+    if not names:
+        return {"metric": "exact_match"}
+    metric = names[0] if len(set(names)) == 1 else "mixed"
+    return {"metric": metric, "task_metrics": dict(zip(datamodule.task_names, names)),
+            "scoring": "mean per-sample score; a sample with several references takes the best over them"}

@@ -26,9 +26,11 @@ from typing import Any, Literal, Optional
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from nlora_lightning.data.benchmark import TaskData, load_instructions, load_task, resolve_task_names
+from nlora_lightning.data.benchmark import TaskData, load_tasks, resolve_task_names
 from nlora_lightning.data.collate import EvalCollator, TrainCollator
-from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_prompt, encode_split
+from nlora_lightning.data.encoding import EncodingConfig, encode_prompt, encode_split, encode_task_answer, task_prompt
+from nlora_lightning.data.natural_instructions import NaturalInstructionsConfig
+from nlora_lightning.data.task_metrics import check_metric_options, resolve_task_metrics
 from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
@@ -73,8 +75,9 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     Args:
         tasks: Task names, in training order. Exclusive with ``preset``.
-        preset: ``standard_order1..3`` or ``long_order4..6`` (the paper's orders).
-        data_dir: A folder in the CL_Benchmark layout. ``None`` uses the packaged toy benchmark.
+        preset: ``standard_order1..3`` or ``long_order4..6`` (the paper's orders), ``superni_order1..2`` (SAPT's).
+        data_dir: A folder in the CL_Benchmark layout, or of natural-instructions task folders (SAPT's
+            SuperNI; see :mod:`~nlora_lightning.data.natural_instructions`). ``None`` uses the packaged toy benchmark.
         max_train_samples: Per-task cap on training samples (seeded, class-stratified).
         max_eval_samples: Per-task cap on test samples (seeded, class-stratified).
         epochs_per_task: Epochs of each stage (the paper: 10).
@@ -101,6 +104,12 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             ``$NLORA_CACHE_DIR/datasets``).
         instruction_config: The instruction file (group -> list of instructions); default: looked
             for in ``data_dir/_meta`` and ``data_dir`` (O-LoRA keeps it in its repo's ``configs/``).
+        metric: The metric of every task (``rougeL``, ``exact_match``, ``accuracy``); default per
+            format: ROUGE-L for natural-instructions tasks, exact match for CL_Benchmark tasks.
+        task_metrics: Per-task metric overrides, ``{task: metric}``.
+        natural_instructions: Which reference trains and which score natural-instructions tasks.
+        max_new_tokens: Generation length. ``None``: the longest label's answer for tasks with a
+            label set, ``max_target_length`` for free-text tasks (SuperNI's configs set 50 for all).
 
     Raises:
         ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
@@ -134,6 +143,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
         instruction_config: Optional[str] = None,
+        metric: Optional[str] = None,
+        task_metrics: Optional[dict[str, str]] = None,
+        natural_instructions: Optional[NaturalInstructionsConfig] = None,
+        max_new_tokens: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.task_names = resolve_task_names(tasks, preset)
@@ -143,7 +156,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"held_out_tasks {overlap} are also in the training sequence")
         for name, value in [("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples),
                             ("epochs_per_task", epochs_per_task), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                            ("max_source_length", max_source_length), ("max_target_length", max_target_length)]:
+                            ("max_source_length", max_source_length), ("max_target_length", max_target_length),
+                            ("max_new_tokens", max_new_tokens)]:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigurationError(f"data.{name} must be a positive integer, got {value!r}")
         if joint and replay is not None:
@@ -152,6 +166,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             raise ConfigurationError(f"on_unknown_label must be 'error', 'drop' or 'keep', got {on_unknown_label!r}")
         if eval_schedule not in EVAL_SCHEDULES:
             raise ConfigurationError(f"data.eval_schedule must be one of {list(EVAL_SCHEDULES)}, got {eval_schedule!r}")
+        check_metric_options(metric, task_metrics, self.task_names + self.held_out_tasks)
+        self.metric, self.task_metrics, self.max_new_tokens = metric, dict(task_metrics or {}), max_new_tokens
+        self.natural_instructions = natural_instructions or NaturalInstructionsConfig()
+        self.task_metric_names: list[str] = []  # per column, filled by load_tasks()
         self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
         self.instruction_config = instruction_config
         self.max_train_samples = max_train_samples
@@ -257,16 +275,16 @@ class TaskSequenceDataModule(pl.LightningDataModule):
     def load_tasks(self) -> list[TaskData]:
         """Read and validate every task's files (once); bad data fails here, before anything is written."""
         if self._tasks is None:
-            instructions = load_instructions(self.data_dir, self.instruction_config)
-            self._tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+            tasks = load_tasks(self.data_dir, self.all_task_names, self.instruction_config, self.on_unknown_label,
+                               self.natural_instructions, self.seed)
+            self.task_metric_names = resolve_task_metrics(tasks, self.metric, self.task_metrics)
+            self._tasks = tasks
         return self._tasks
 
     def check_prompt_budget(self, tokenizer) -> None:
         """Fail fast when ``max_source_length`` cannot hold a task's template even with an empty sentence."""
-        from nlora_lightning.data.templates import build_prompt
-
         for task in self.load_tasks():
-            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, "", self.task_header)
+            prompt, span = task_prompt(task, "", self.task_header)
             encode_prompt(tokenizer, prompt, span, self.max_source_length, task.name)
 
     def setup(self, stage: str) -> None:
@@ -283,14 +301,15 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         for index, task in enumerate(tasks):
             eval_rows = self._select(task, "test", index, self.max_eval_samples, config, cache)
             self._eval_examples.append(eval_rows)
-            self._candidates.append([encode_answer(self.tokenizer, label, config) for label in task.labels])
+            self._candidates.append([encode_task_answer(self.tokenizer, task, label, config) for label in task.labels])
             if index < len(self.task_names):
                 self._train_examples.append(self._select(task, "train", index, self.max_train_samples, config, cache))
         self._draw_replay()
 
     def _select(self, task: TaskData, split: str, index: int, cap: Optional[int], config: EncodingConfig, cache: Path) -> list[dict]:
         dataset = encode_split(task, split, self.tokenizer, config, cache)
-        rows = stratified_subsample(dataset["label"], cap, self.seed + 7919 * index + (0 if split == "train" else 1))
+        strata = dataset["label"] if task.labels else [""] * len(dataset)  # free-text answers: a plain seeded draw
+        rows = stratified_subsample(strata, cap, self.seed + 7919 * index + (0 if split == "train" else 1))
         examples = dataset.select(rows).to_list()
         truncated = sum(e["truncated"] for e in examples)
         if truncated:
@@ -360,7 +379,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                     batch_size=self.eval_batch_size,
                     sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world),
                     collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t],
-                                            self._label_names[t]),
+                                            self._label_names[t], self.task_metric_names[t],
+                                            self.max_new_tokens or (None if self._candidates[t] else self.max_target_length)),
                     num_workers=self.num_workers,
                 )
                 for t, examples in enumerate(self._eval_examples)

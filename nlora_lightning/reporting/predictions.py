@@ -2,7 +2,7 @@
 
 One JSON object per line and test sample, sorted by ``sample_id``::
 
-    {"sample_id": 17, "prediction": "positive", "label": "negative", "correct": false}
+    {"sample_id": 17, "prediction": "positive", "label": "negative", "correct": false, "score": 0.0, "metric": "exact_match"}
 
 ``sample_id`` is the sample's position in the task's test file (after records dropped by
 ``data.on_unknown_label="drop"``), so two runs with the same data seed and sizes evaluate the same
@@ -57,7 +57,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def aligned_correctness(paths: list[str | Path]) -> Optional[torch.Tensor]:
-    """A ``(len(paths), n)`` 0/1 tensor of the files' correctness, columns ordered by ``sample_id``.
+    """A ``(len(paths), n)`` tensor of the files' per-sample scores (``score``, else 0/1 ``correct``), columns ordered by ``sample_id``.
 
     ``None`` when a file is missing or the files do not hold the same sample ids (then they cannot
     be paired).
@@ -66,7 +66,7 @@ def aligned_correctness(paths: list[str | Path]) -> Optional[torch.Tensor]:
     for path in paths:
         if not Path(path).is_file():
             return None
-        by_id = {r["sample_id"]: bool(r["correct"]) for r in read_predictions(path)}
+        by_id = {r["sample_id"]: float(r.get("score", r["correct"])) for r in read_predictions(path)}  # score: any metric
         if ids is None:
             ids = sorted(by_id, key=lambda i: (i is None, i))
         elif set(by_id) != set(ids):
