@@ -17,6 +17,7 @@ from nlora_lightning.reporting.aggregate import (
     paired_difference,
     summarize_groups,
 )
+from nlora_lightning.reporting.metric_names import metric_of_run
 from nlora_lightning.reporting.runfiles import format_number, format_percent, read_run
 
 __all__ = ["COLUMNS", "compare_runs", "format_markdown", "main"]
@@ -31,6 +32,7 @@ COLUMNS: list[tuple[str, str, Any]] = [
     ("collision_mean", "collision (%)", lambda v: format_percent(v, 2)),
     ("overlap_mean", "overlap", lambda v: format_number(v, 4)),
     ("train_time_s", "train time (s)", lambda v: format_number(v, 0)),
+    ("metric", "metric", str),  # what AA/BWT/forgetting average: exact_match, accuracy, rougeL or mixed
 ]
 
 
@@ -38,7 +40,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One row per run directory with the headline figures (``None`` where a file or value is missing).
 
     Keys: ``run`` (directory name), ``method``, ``AA``, ``BWT``, ``forgetting`` (fractions),
-    ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``.
+    ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``, ``metric``.
     """
     rows = []
     for directory in run_dirs:
@@ -52,6 +54,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "collision_mean": run.collision.pair_mean() if run.collision is not None else None,
             "overlap_mean": run.orthogonality.pair_mean() if run.orthogonality is not None else None,
             "train_time_s": run.train_time_s,
+            "metric": metric_of_run(run.metrics),
         })
     return rows
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 from nlora_lightning.io import write_text_atomic
 from nlora_lightning.regularizers.defaults import describe_lambda_form
+from nlora_lightning.reporting.metric_names import scoring_lines
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
 
@@ -70,6 +71,7 @@ def _accuracy_section(run: RunFiles) -> list[str]:
     lines += _table(keys, [[format_percent(run.metric(k), 2) for k in keys]], left_columns=0)
     lines += ["", "Percent. AA: mean accuracy over all tasks after the last completed stage; BWT and forgetting: "
               "over tasks before the last; FWT needs the zero-shot baseline (n/a: not measured or undefined).", ""]
+    lines += scoring_lines(metrics)  # which metric "accuracy" means here (ROUGE-L for SuperNI)
     lines += _interval_lines(metrics)
     if metrics.get("eval_schedule") == "diagonal_final":
         lines += ["Evaluation schedule `diagonal_final`: each task was evaluated right after its own training and "
