@@ -52,3 +52,13 @@ def test_rank_mode_on_a_free_text_task_is_refused():
 
 def test_exact_match_predictions_score_one_or_zero():
     assert SamplePrediction(1, "a", "a", True).score == 1.0 and SamplePrediction(1, "a", "b", False).score == 0.0
+
+
+def test_validation_step_sums_scores_not_full_matches(monkeypatch, tiny, tiny_llama_init):
+    import nlora_lightning.module as module_file
+
+    scored = [SamplePrediction(1, "a b", "a c", False, 0.5, "rougeL"), SamplePrediction(2, "x", "x", True, 1.0, "rougeL")]
+    monkeypatch.setattr(module_file, "predict", lambda *args, **kwargs: scored)
+    module = tiny.module(tiny_llama_init)
+    out = module.validation_step({"task": torch.tensor(0)}, 0)
+    assert out["correct"] == 1.5 and out["total"] == 2 and out["predictions"] == scored

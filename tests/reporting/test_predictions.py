@@ -22,3 +22,12 @@ def test_malformed_line_is_named(tmp_path):
     path.write_text('{"sample_id": 1}\n')
     with pytest.raises(ValueError, match=r"p.jsonl:1: expected an object with 'sample_id' and 'correct'"):
         read_predictions(path)
+
+
+def test_aligned_scores_use_the_per_sample_score_of_any_metric(tmp_path):
+    from nlora_lightning.reporting.predictions import aligned_correctness, write_predictions
+
+    path = tmp_path / "p.jsonl"
+    write_predictions(path, [{"sample_id": 1, "prediction": "a b", "label": "a c", "correct": False, "score": 0.5, "metric": "rougeL"},
+                             {"sample_id": 0, "prediction": "x", "label": "x", "correct": True, "score": 1.0, "metric": "rougeL"}])
+    assert aligned_correctness([path]).tolist() == [[1.0, 0.5]]
