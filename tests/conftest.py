@@ -151,7 +151,7 @@ def superni_dir(tmp_path: Path) -> Path:
     root = tmp_path / "SuperNI"
     words = ["apple", "river", "stone", "cloud", "green", "music", "paper", "light", "table", "window", "garden", "silver"]
     summaries = [(f"Text about {w} and {words[(i + 3) % 12]}. It is long.", [f"{w} and {words[(i + 3) % 12]}"]) for i, w in enumerate(words)]
-    summaries[1] = (summaries[1][0], summaries[1][1] + ["a second reference"])
+    summaries[1] = (summaries[1][0], summaries[1][1] + [" a second reference "])  # whitespace is stripped
     summaries[2] = (summaries[2][0], [""])
     write_natural_instructions_task(root, "task100_tiny_summary", ["Summarize the text in a few words."], summaries[:8], summaries[8:])
     sentiment = [(f"I {'love' if i % 2 else 'hate'} this {w}.", "POS" if i % 2 else "NEG") for i, w in enumerate(words)]

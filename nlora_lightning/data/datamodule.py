@@ -6,7 +6,8 @@ A stage trains one task (the usual sequence), one task plus replayed samples of 
 
 Evaluation uses one loader per task that is fixed for the whole fit; each loader's sampler asks the
 data module whether its task is scheduled at that moment, which is:
-    - before training (Lightning's sanity check), every task, when the zero-shot baseline is on;
+    - before training (Lightning's sanity check), every task, when the zero-shot baseline is on, and
+      the held-out tasks, when the retention baseline is on;
     - at the end of stage s, every task seen so far (``eval_schedule="full"``) or only the stage's
       own tasks (``"diagonal_final"``), the next stage's tasks (for forward transfer, when on) and,
       after the last stage, every task seen plus the held-out tasks;
@@ -190,6 +191,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         # Evaluation protocol; ForgettingMetrics turns these on for forward transfer.
         self.zero_shot_baseline = False
         self.evaluate_next_task = False
+        self.retention_baseline = False  # held-out tasks on the base model too (ForgettingMetrics: retention)
         # Filled by setup().
         self.tokenizer: Any = None
         self.decoder_only: Optional[bool] = None
@@ -237,7 +239,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if trainer is None or not trainer.state.fn or trainer.state.fn.value != "fit":
             return every
         if trainer.sanity_checking:
-            return set(range(len(self.task_names))) if self.zero_shot_baseline else set()
+            held_out = set(range(len(self.task_names), len(self.all_task_names))) if self.retention_baseline else set()
+            return (set(range(len(self.task_names))) if self.zero_shot_baseline else set()) | held_out
         epoch = trainer.current_epoch
         if not self.is_stage_end(epoch):
             return set()

@@ -112,7 +112,8 @@ def _definition(path: Path, raw: dict) -> str:
 def read_task_file(path: Path) -> tuple[str, list[dict]]:
     """The definition and the instances ``{"id", "input", "references"}`` of one task file.
 
-    Empty strings are removed from ``references`` (which may then be empty).
+    References lose surrounding whitespace (samsum's have a leading space, which after SAPT's
+    "Output: " would train a double space); empty ones are removed (``references`` may end empty).
 
     Raises:
         FileNotFoundError: The file is missing.
@@ -143,7 +144,7 @@ def read_task_file(path: Path) -> tuple[str, list[dict]]:
             raise DataError(f"{path}: instance {instance_id!r}: 'input' must be a string")
         if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
             raise DataError(f"{path}: instance {instance_id!r}: 'output' must be a string or a list of strings")
-        instances.append({"id": instance_id, "input": instance["input"], "references": [r for r in references if r.strip()]})
+        instances.append({"id": instance_id, "input": instance["input"], "references": [r.strip() for r in references if r.strip()]})
     return definition, instances
 
 

@@ -17,6 +17,7 @@ from nlora_lightning.io import write_text_atomic
 from nlora_lightning.regularizers.defaults import describe_lambda_form
 from nlora_lightning.reporting.metric_names import scoring_lines
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
+from nlora_lightning.reporting.retention import retention_lines
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
 
 __all__ = ["main", "render_markdown", "write_plots", "write_report"]
@@ -92,7 +93,8 @@ def _accuracy_section(run: RunFiles) -> list[str]:
         lines += ["## Zero-shot baseline (before any training, %)", ""]
         lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in zero_shot.items()]) + [""]
     held_out = details.get("held_out")
-    if held_out:
+    lines += retention_lines(metrics)  # held-out tasks before and after: replaces the plain held-out table
+    if held_out and not metrics.get("retention"):
         lines += ["## Held-out tasks (never trained; evaluated after the last stage, %)", ""]
         lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in held_out.items()]) + [""]
     return lines

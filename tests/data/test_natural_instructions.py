@@ -31,6 +31,7 @@ def test_reads_both_output_forms_and_derives_labels_only_for_the_classification_
     assert len(summary.records["train"]) == 7 and summary.reference_counts["train"] == {
         "instances": 8, "without_reference": 1, "several_references": 1}
     assert "1 instance(s) without a non-empty reference dropped" in caplog.text
+    assert summary.records["train"][1]["references"] == ["river and green", "a second reference"]  # stripped
 
 
 def test_several_references_train_on_one_seeded_draw_and_score_against_all(superni_dir):
