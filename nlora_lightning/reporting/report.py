@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 
 from nlora_lightning.io import write_text_atomic
 from nlora_lightning.regularizers.defaults import describe_lambda_form
+from nlora_lightning.reporting.cost import cost_lines
 from nlora_lightning.reporting.metric_names import scoring_lines
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
 from nlora_lightning.reporting.retention import retention_lines
@@ -182,6 +183,7 @@ def render_markdown(run: RunFiles) -> str:
         lines += ["## Settings", ""] + _table(["setting", "value"], _hyperparameter_rows(info), left_columns=2) + [""]
     if run.metrics is not None:
         lines += _accuracy_section(run)
+    lines += cost_lines(info)  # CostMonitor's figures, when the run had one
     lines += _analysis_section(run, tau_text)
     if run.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]

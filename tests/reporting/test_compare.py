@@ -11,12 +11,16 @@ def test_compare_runs_reads_headline_figures_and_marks_missing_ones(tmp_path):
     bare = write_fake_run(tmp_path / "olora_run", aa=0.5, files=("cl_metrics",))
     rows = compare_runs([full, bare])
     assert rows[0] == {"run": "nlora_run", "method": "nlora", "AA": 0.75, "BWT": -0.1, "forgetting": 0.1,
-                       "collision_mean": pytest.approx(0.02), "overlap_mean": pytest.approx(0.3), "train_time_s": 123.4, "retention": None, "metric": "exact_match"}
+                       "collision_mean": pytest.approx(0.02), "overlap_mean": pytest.approx(0.3), "train_time_s": 123.4,
+                       "peak_memory_bytes": None, "state_bytes": None, "train_tokens_per_s": None, "eval_tokens_per_s": None,
+                       "retention": None, "metric": "exact_match"}
     assert rows[1]["method"] is None and rows[1]["collision_mean"] is None and rows[1]["AA"] == 0.5
     table = format_markdown(rows).splitlines()
-    assert table[0] == "| run | method | AA (%) | BWT (%) | forgetting (%) | collision (%) | overlap | train time (s) | retention (%) | metric |"
-    assert table[2] == "| nlora_run | nlora | 75.00 | -10.00 | 10.00 | 2.00 | 0.3000 | 123 | n/a | exact_match |"
-    assert table[3] == "| olora_run | n/a | 50.00 | -10.00 | 10.00 | n/a | n/a | n/a | n/a | exact_match |"
+    assert table[0] == ("| run | method | AA (%) | BWT (%) | forgetting (%) | collision (%) | overlap | train time (s) "
+                        "| peak memory | stored state | train tokens/s | eval tokens/s | retention (%) | metric |")
+    no_cost = "| n/a | n/a | n/a | n/a | n/a | exact_match |"  # cost, retention: not in these fake runs
+    assert table[2] == "| nlora_run | nlora | 75.00 | -10.00 | 10.00 | 2.00 | 0.3000 | 123 " + no_cost
+    assert table[3] == "| olora_run | n/a | 50.00 | -10.00 | 10.00 | n/a | n/a | n/a " + no_cost
 
 
 def test_nlora_compare_prints_and_writes_the_table(tmp_path, monkeypatch, capsys):
