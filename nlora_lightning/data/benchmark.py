@@ -96,6 +96,11 @@ def _check_data_dir(data_dir: Path) -> None:
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
 
 
+def _is_task_dir(path: Path) -> bool:
+    """A folder with a task's files (COPA's group folder, also named COPA, holds only the task folder)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("labels.json", "train.json", "test.json"))
+
+
 def find_task_dir(data_dir: Path, name: str) -> Path:
     _check_data_dir(data_dir)
     from nlora_lightning.data.natural_instructions import find_ni_task_dir
@@ -103,7 +108,9 @@ def find_task_dir(data_dir: Path, name: str) -> Path:
     direct = find_ni_task_dir(data_dir, name)  # natural-instructions: <data_dir>/<task>/ (SAPT's SuperNI folder)
     if direct is not None:
         return direct
-    matches = sorted(p for p in data_dir.glob(f"*/{glob.escape(name)}") if p.is_dir())  # names like rev[1]
+    matches = sorted(p for p in data_dir.glob(f"*/{glob.escape(name)}") if _is_task_dir(p))  # names like rev[1]
+    if not matches:  # a folder holding both benchmarks: <data_dir>/CL_Benchmark/<group>/<task>, <data_dir>/SuperNI/<task>
+        matches = sorted(p for p in data_dir.glob(f"*/*/{glob.escape(name)}") if _is_task_dir(p) and not p.parent.name.startswith("_"))
     if not matches:
         available = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir() and not p.parent.name.startswith("_"))
         available += sorted(p.parent.name for p in data_dir.glob("*/train.json"))  # natural-instructions tasks

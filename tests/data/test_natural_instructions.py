@@ -110,3 +110,18 @@ def test_preset_task_missing_from_the_data_dir_is_named(superni_dir):
 def test_bad_reference_options_are_named():
     with pytest.raises(ConfigurationError, match=r"data.natural_instructions.train_reference must be one of \['random', 'first'\]"):
         NaturalInstructionsConfig(train_reference="last")
+
+
+def test_a_folder_holding_both_layouts_serves_superni_tasks_and_cl_benchmark_held_out_tasks(superni_dir):
+    root = superni_dir.parent
+    cl = root / "CL_Benchmark" / "COPA" / "COPA"
+    cl.mkdir(parents=True)
+    records = [{"label": "A" if i % 2 else "B", "sentence": f"Question {i}? A or B"} for i in range(4)]
+    for split in ("train", "test"):
+        (cl / f"{split}.json").write_text(json.dumps(records))
+    (cl / "labels.json").write_text(json.dumps(["A", "B"]))
+    instructions = root / "CL_Benchmark" / "_meta" / "instruction_config.json"
+    write(instructions, {"SC": ["Pick.\n"]})
+    summary, copa = load_tasks(root, [SUMMARY, "COPA"], instruction_config=instructions)
+    assert summary.format == "natural_instructions" and (copa.format, copa.group, copa.labels) == ("cl_benchmark", "COPA", ["A", "B"])
+    assert resolve_task_metrics([summary, copa]) == ["rougeL", "exact_match"]
