@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
 from nlora_lightning.checkpoint import ContinualState
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
-from nlora_lightning.evaluation import EvaluationConfig, predict
+from nlora_lightning.evaluation import EvaluationConfig, predict, score_sum
 from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.methods import Method, MethodConfig, merge_method_defaults, resolve_methods
@@ -334,11 +334,11 @@ class ContinualLightningModule(pl.LightningModule):
                     raise ConfigurationError(f"method {config.name!r}: task_weights name task(s) {unknown} not in the sequence {datamodule.task_names}")
 
     def configure_callbacks(self):
-        from nlora_lightning.callbacks import CollisionMonitor, ForgettingMetrics, FreezePreviousAdapters, RunReport
+        from nlora_lightning.callbacks import CollisionMonitor, CostMonitor, ForgettingMetrics, FreezePreviousAdapters, RunReport
 
         # Only the missing ones: Lightning would replace a user's instance by ours otherwise.
         present = {type(c) for c in self.trainer.callbacks} if self._trainer is not None else set()
-        wanted = [FreezePreviousAdapters(), ForgettingMetrics(), CollisionMonitor(), RunReport()]
+        wanted = [FreezePreviousAdapters(), ForgettingMetrics(), CollisionMonitor(), CostMonitor(), RunReport()]
         return [c for c in wanted if not any(issubclass(p, type(c)) for p in present)]
 
     def configure_optimizers(self):
@@ -443,7 +443,7 @@ class ContinualLightningModule(pl.LightningModule):
         if self.evaluation.oracle_task_adapter:
             self._use_oracle_adapter(task)
         predictions = predict(self.model, self.tokenizer, batch, self.evaluation.mode, self.is_seq2seq, self.device)
-        return {"task": task, "correct": sum(p.correct for p in predictions), "total": len(predictions), "predictions": predictions}
+        return {"task": task, "correct": score_sum(predictions), "total": len(predictions), "predictions": predictions}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         return self.validation_step(batch, batch_idx, dataloader_idx)

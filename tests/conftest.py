@@ -122,3 +122,39 @@ def tiny():
         data = staticmethod(tiny_data)
 
     return Builders
+
+
+def write_natural_instructions_task(root: Path, name: str, definition, train: list, test: list, string_output: bool = False) -> Path:
+    """One natural-instructions task folder ``root/name/{train,test}.json`` (the layout of SAPT's SuperNI).
+
+    ``train``/``test`` are (input, output) pairs; ``output`` a list of references, or with
+    ``string_output`` a plain string (the form of SAPT's three re-serialized sentiment tasks).
+    """
+    import json
+
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, pairs in (("train", train), ("test", test)):
+        instances = [{"id": f"{name.split('_')[0]}-{split}-{i}", "input": text, "output": output}
+                     for i, (text, output) in enumerate(pairs)]
+        content = {"Definition": definition, "Positive Examples": [], "Instances": instances}
+        if string_output:  # the re-serialized form: Definition last, categories as strings
+            content = {"Categories": "Sentiment Analysis", "Instances": instances, "Definition": definition}
+        (folder / f"{split}.json").write_text(json.dumps(content, indent=2))
+    return folder
+
+
+@pytest.fixture
+def superni_dir(tmp_path: Path) -> Path:
+    """A two-task SuperNI-like folder: a free-text task (list outputs, one instance with two references,
+    one with only an empty reference) and a sentiment task (plain-string outputs, labels POS/NEG)."""
+    root = tmp_path / "SuperNI"
+    words = ["apple", "river", "stone", "cloud", "green", "music", "paper", "light", "table", "window", "garden", "silver"]
+    summaries = [(f"Text about {w} and {words[(i + 3) % 12]}. It is long.", [f"{w} and {words[(i + 3) % 12]}"]) for i, w in enumerate(words)]
+    summaries[1] = (summaries[1][0], summaries[1][1] + [" a second reference "])  # whitespace is stripped
+    summaries[2] = (summaries[2][0], [""])
+    write_natural_instructions_task(root, "task100_tiny_summary", ["Summarize the text in a few words."], summaries[:8], summaries[8:])
+    sentiment = [(f"I {'love' if i % 2 else 'hate'} this {w}.", "POS" if i % 2 else "NEG") for i, w in enumerate(words)]
+    write_natural_instructions_task(root, "task200_tiny_sentiment", ["Is the sentiment positive (POS) or negative (NEG)?"],
+                                    sentiment[:8], sentiment[8:], string_output=True)
+    return root

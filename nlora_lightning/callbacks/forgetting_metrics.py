@@ -18,6 +18,7 @@ from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
 from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
+from nlora_lightning.metrics.retention import retention_summary
 from nlora_lightning.reporting.baselines import run_baselines
 from nlora_lightning.reporting.predictions import (
     PREDICTIONS_FILE,
@@ -114,10 +115,12 @@ class ForgettingMetrics(Callback):
             raise TypeError(f"ForgettingMetrics needs a TaskSequence data module; got {type(datamodule).__name__}")
         datamodule.evaluate_next_task = self.forward_transfer
         datamodule.zero_shot_baseline = self.forward_transfer
-        if self.forward_transfer:
+        datamodule.retention_baseline = bool(getattr(datamodule, "held_out_tasks", None))  # base-model scores for retention
+        if self.forward_transfer or datamodule.retention_baseline:
             trainer.num_sanity_val_steps = float("inf")  # the baseline needs the whole test split
         self.eval_schedule = getattr(datamodule, "eval_schedule", "full")
         self._rows, self._cols = datamodule.num_stages, len(datamodule.all_task_names)
+        self._held_out = self._cols - len(datamodule.task_names)
         self.metric = AccuracyMatrix(self._rows + 1, self._cols).to(pl_module.device)  # last row: zero-shot
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -142,7 +145,7 @@ class ForgettingMetrics(Callback):
                 missing,
             )
         if self._restored.get("baseline_done"):
-            trainer.datamodule.zero_shot_baseline = False
+            trainer.datamodule.zero_shot_baseline = trainer.datamodule.retention_baseline = False
             trainer.num_sanity_val_steps = 0
         self.history = list(self._restored.get("history", []))
         self._restored = None
@@ -153,7 +156,7 @@ class ForgettingMetrics(Callback):
             return None
         datamodule = trainer.datamodule
         if trainer.sanity_checking:
-            return self._rows if datamodule.zero_shot_baseline else None
+            return self._rows if datamodule.zero_shot_baseline or getattr(datamodule, "retention_baseline", False) else None
         if not datamodule.is_stage_end(trainer.current_epoch):
             return None
         return datamodule.stage_for_epoch(trainer.current_epoch)
@@ -221,6 +224,8 @@ class ForgettingMetrics(Callback):
             **(self._metrics(acc, zero_shot, last, T) if last is not None else {}),
             "completed_stages": 0 if last is None else last + 1,
             "eval_schedule": self.eval_schedule,
+            **_metric_names(datamodule),
+            "retention": _retention(acc, datamodule, self._rows),
         }
         if trainer.is_global_zero:
             records = read_predictions(run_dir(trainer))
@@ -262,7 +267,8 @@ class ForgettingMetrics(Callback):
         T = len(datamodule.task_names)
         payload = self.results
         keys = ("tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap",
-                "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule")
+                "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule", "metric", "task_metrics", "scoring",
+                "retention")
         write_json_atomic(directory / "cl_metrics.json", {k: payload.get(k) for k in keys})
         header = "after," + ",".join(datamodule.task_names)
         lines = [header] + [
@@ -291,7 +297,8 @@ class ForgettingMetrics(Callback):
         if self.metric is None:
             return {}
         correct, total = self._global_counts()
-        return {"correct": correct, "total": total, "baseline_done": bool(total[-1].sum() > 0) or not self.forward_transfer,
+        baseline_wanted = self.forward_transfer or bool(getattr(self, "_held_out", 0))
+        return {"correct": correct, "total": total, "baseline_done": bool(total[-1].sum() > 0) or not baseline_wanted,
                 "history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -344,3 +351,21 @@ def _gather_across_ranks(predictions: dict[int, list[Any]]) -> dict[int, list[An
         for task, records in part.items():
             merged.setdefault(task, []).extend(records)
     return merged
+
+
+def _metric_names(datamodule) -> dict[str, Any]:
+    """What the matrix entries are: ``metric`` (one name, or "mixed"), ``task_metrics`` per task, ``scoring``."""
+    names = list(getattr(datamodule, "task_metric_names", None) or [])[: len(datamodule.task_names)]
+    if not names:
+        return {"metric": "exact_match"}
+    metric = names[0] if len(set(names)) == 1 else "mixed"
+    return {"metric": metric, "task_metrics": dict(zip(datamodule.task_names, names)),
+            "scoring": "mean per-sample score; a sample with several references takes the best over them"}
+
+
+def _retention(acc: torch.Tensor, datamodule, rows: int) -> Optional[dict[str, Any]]:
+    """Held-out tasks on the base model (the baseline row) and after the last stage: see ``metrics.retention``."""
+    held_out, T = list(getattr(datamodule, "held_out_tasks", None) or []), len(datamodule.task_names)
+    base = {name: float(acc[rows, T + k]) for k, name in enumerate(held_out)}
+    final = {name: float(acc[rows - 1, T + k]) for k, name in enumerate(held_out)}
+    return retention_summary(base, final)

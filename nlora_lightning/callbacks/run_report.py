@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nlora_lightning.callbacks.collision_monitor import CollisionMonitor
+from nlora_lightning.callbacks.cost_monitor import CostMonitor
 from nlora_lightning.callbacks.forgetting_metrics import ForgettingMetrics, run_dir
 from nlora_lightning.io import write_json_atomic
 
@@ -108,6 +109,9 @@ class RunReport(Callback):
         if self.info is None:
             return
         self.info.update(status="finished", finished=_now(), train_time_s=self._train_time_s())
+        costs = [cb.summary() for cb in trainer.callbacks if isinstance(cb, CostMonitor)]
+        if costs:  # time, tokens/s, memory, parameters and stored bytes per task (CostMonitor)
+            self.info["cost"] = costs[0]
         self._write(trainer)
         if not trainer.is_global_zero:
             return

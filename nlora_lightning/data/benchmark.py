@@ -1,5 +1,8 @@
 """Reading the CL_Benchmark layout: task lookup, presets, validation of every file and record.
 
+Natural-instructions task folders (SAPT's SuperNI, presets ``superni_order1/2``) are read by
+:mod:`nlora_lightning.data.natural_instructions`; :func:`load_tasks` picks the reader per task.
+
 Layout (O-LoRA / N-LoRA): ``<data_dir>/<group>/<task>/{train,test,labels}.json`` with train/test
 JSON lists of ``{"label": str, "sentence": str}``, labels.json a list of distinct strings, and the
 instructions in ``<data_dir>/_meta/instruction_config.json`` keyed by group (or any file given as
@@ -11,13 +14,13 @@ from __future__ import annotations
 import glob
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from nlora_lightning.errors import ConfigurationError, DataError
 
-__all__ = ["PRESETS", "TaskData", "load_task", "load_instructions", "resolve_task_names", "find_task_dir", "SPLITS"]
+__all__ = ["PRESETS", "TaskData", "load_task", "load_tasks", "load_instructions", "resolve_task_names", "find_task_dir", "SPLITS"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,23 @@ PRESETS: dict[str, list[str]] = {
     "long_order4": ["MNLI", "CB", "WiC", "COPA", "QQP", "BoolQA", "RTE", "IMDB", "yelp", "amazon", "SST-2", "dbpedia", "agnews", "MultiRC", "yahoo"],
     "long_order5": ["MultiRC", "BoolQA", "WiC", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yelp", "amazon", "yahoo"],
     "long_order6": ["yelp", "amazon", "MNLI", "CB", "COPA", "QQP", "RTE", "IMDB", "SST-2", "dbpedia", "agnews", "yahoo", "MultiRC", "BoolQA", "WiC"],
+    # SAPT (Zhao et al., ACL 2024), gen_script_superni_*.py: Order 1 and Order 2, natural-instructions task folders.
+    "superni_order1": [
+        "task1572_samsum_summary", "task363_sst2_polarity_classification", "task1290_xsum_summarization",
+        "task181_outcome_extraction", "task002_quoref_answer_generation", "task1510_evalution_relation_extraction",
+        "task639_multi_woz_user_utterance_generation", "task1729_personachat_generate_next",
+        "task073_commonsenseqa_answer_generation", "task1590_diplomacy_text_generation",
+        "task748_glucose_reverse_cause_event_detection", "task511_reddit_tifu_long_text_summarization",
+        "task591_sciq_answer_generation", "task1687_sentiment140_classification", "task875_emotion_classification",
+    ],
+    "superni_order2": [
+        "task748_glucose_reverse_cause_event_detection", "task073_commonsenseqa_answer_generation",
+        "task1590_diplomacy_text_generation", "task639_multi_woz_user_utterance_generation", "task1572_samsum_summary",
+        "task1687_sentiment140_classification", "task591_sciq_answer_generation", "task363_sst2_polarity_classification",
+        "task1510_evalution_relation_extraction", "task1729_personachat_generate_next", "task181_outcome_extraction",
+        "task511_reddit_tifu_long_text_summarization", "task002_quoref_answer_generation", "task1290_xsum_summarization",
+        "task875_emotion_classification",
+    ],
 }
 
 UnknownLabelPolicy = Literal["error", "drop", "keep"]
@@ -37,13 +57,20 @@ UnknownLabelPolicy = Literal["error", "drop", "keep"]
 
 @dataclass
 class TaskData:
-    """One task's labels, instruction and validated records."""
+    """One task's labels, instruction and validated records.
+
+    ``format`` is ``"cl_benchmark"`` or ``"natural_instructions"`` (then ``instruction`` is the
+    task's Definition, ``labels`` the derived label set or empty for free text, records carry their
+    ``references`` and ``reference_counts`` counts instances per split; see ``natural_instructions``).
+    """
 
     name: str
     group: str
     labels: list[str]
     instruction: Optional[str]  # None for COPA, whose sentence states question and options
-    records: dict[str, list[dict[str, str]]]
+    records: dict[str, list[dict]]
+    format: str = "cl_benchmark"
+    reference_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def resolve_task_names(tasks: Optional[Sequence[str]], preset: Optional[str]) -> list[str]:
@@ -69,12 +96,27 @@ def _check_data_dir(data_dir: Path) -> None:
         raise FileNotFoundError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
 
 
+def _is_task_dir(path: Path) -> bool:
+    """A folder with a task's files (COPA's group folder, also named COPA, holds only the task folder)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("labels.json", "train.json", "test.json"))
+
+
 def find_task_dir(data_dir: Path, name: str) -> Path:
     _check_data_dir(data_dir)
-    matches = sorted(p for p in data_dir.glob(f"*/{glob.escape(name)}") if p.is_dir())  # names like rev[1]
+    from nlora_lightning.data.natural_instructions import find_ni_task_dir
+
+    direct = find_ni_task_dir(data_dir, name)  # natural-instructions: <data_dir>/<task>/ (SAPT's SuperNI folder)
+    if direct is not None:
+        return direct
+    matches = sorted(p for p in data_dir.glob(f"*/{glob.escape(name)}") if _is_task_dir(p))  # names like rev[1]
+    if not matches:  # a folder holding both benchmarks: <data_dir>/CL_Benchmark/<group>/<task>, <data_dir>/SuperNI/<task>
+        matches = sorted(p for p in data_dir.glob(f"*/*/{glob.escape(name)}") if _is_task_dir(p) and not p.parent.name.startswith("_"))
     if not matches:
         available = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir() and not p.parent.name.startswith("_"))
-        raise FileNotFoundError(f"task {name!r} not found in {data_dir} (looked for <group>/{name}/); tasks there: {available}")
+        available += sorted(p.parent.name for p in data_dir.glob("*/train.json"))  # natural-instructions tasks
+        raise FileNotFoundError(
+            f"task {name!r} not found in {data_dir} (looked for <group>/{name}/ and {name}/); tasks there: {sorted(available)}"
+        )
     if len(matches) > 1:
         raise ConfigurationError(f"task {name!r} appears in several groups: {[str(m) for m in matches]}")
     return matches[0]
@@ -204,3 +246,42 @@ def load_task(
         for split in splits
     }
     return TaskData(name=name, group=group, labels=labels, instruction=instruction, records=records)
+
+
+def load_tasks(
+    data_dir: str | Path,
+    names: Sequence[str],
+    instruction_config: Optional[str | Path] = None,
+    on_unknown_label: UnknownLabelPolicy = "error",
+    natural_instructions=None,
+    seed: int = 42,
+) -> list[TaskData]:
+    """Every task of ``names``, each read by the reader of its folder's format.
+
+    A folder with labels.json is a CL_Benchmark task (its instruction file is then needed); one
+    without is a natural-instructions task (``natural_instructions`` is its
+    :class:`~nlora_lightning.data.natural_instructions.NaturalInstructionsConfig`; default settings
+    when ``None``; ``seed`` seeds the training-reference draw).
+
+    Raises:
+        FileNotFoundError, DataError: As :func:`load_task` and
+            :func:`~nlora_lightning.data.natural_instructions.load_natural_instructions_task`, naming the file.
+    """
+    from nlora_lightning.data.natural_instructions import (
+        NaturalInstructionsConfig,
+        is_natural_instructions_dir,
+        load_natural_instructions_task,
+    )
+
+    data_dir = Path(data_dir)
+    folders = {name: find_task_dir(data_dir, name) for name in names}  # every task is found before any is read
+    instructions = None
+    tasks = []
+    for name, folder in folders.items():
+        if is_natural_instructions_dir(folder):
+            tasks.append(load_natural_instructions_task(folder, name, natural_instructions or NaturalInstructionsConfig(), seed))
+            continue
+        if instructions is None:
+            instructions = load_instructions(data_dir, instruction_config)
+        tasks.append(load_task(data_dir, name, instructions, on_unknown_label))
+    return tasks

@@ -43,8 +43,10 @@ class EvalCollator:
     """Prompts padded for generation (left for decoder-only), plus what scoring needs.
 
     ``candidates`` are the task's label strings as answer token ids (with EOS): the ranking mode
-    scores them, and generation stops after the longest of them. ``label_names`` are those label
-    strings (a ranked prediction is reported as its label); ``sample_id`` identifies each sample.
+    scores them, and generation stops after the longest of them unless ``max_new_tokens`` is set
+    (free-text tasks have no candidates and need it). ``label_names`` are those label strings (a
+    ranked prediction is reported as its label); ``sample_id`` identifies each sample; ``metric``
+    names the task's per-sample score, computed against each sample's ``references``.
     """
 
     pad_token_id: int
@@ -52,6 +54,12 @@ class EvalCollator:
     task: int
     candidates: list[list[int]]
     label_names: Optional[list[str]] = None
+    metric: str = "exact_match"
+    max_new_tokens: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not self.candidates and self.max_new_tokens is None:
+            raise ValueError(f"task {self.task} has no label candidates: EvalCollator needs max_new_tokens")
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         prompts = [e["prompt_ids"] for e in examples]
@@ -61,10 +69,12 @@ class EvalCollator:
             "attention_mask": pad_rows([[1] * len(p) for p in prompts], 0, left=left),
             "prompt_ids": prompts,
             "label_text": [e["label"] for e in examples],
+            "references": [e.get("references") or [e["label"]] for e in examples],
+            "metric": self.metric,
             "label_index": torch.tensor([e["label_index"] for e in examples]),
             "sample_id": [e.get("sample_id") for e in examples],
             "label_names": self.label_names,
             "task": self.task,
             "candidates": self.candidates,
-            "max_new_tokens": max(len(c) for c in self.candidates),
+            "max_new_tokens": self.max_new_tokens or max(len(c) for c in self.candidates),
         }

@@ -6,7 +6,8 @@ A stage trains one task (the usual sequence), one task plus replayed samples of 
 
 Evaluation uses one loader per task that is fixed for the whole fit; each loader's sampler asks the
 data module whether its task is scheduled at that moment, which is:
-    - before training (Lightning's sanity check), every task, when the zero-shot baseline is on;
+    - before training (Lightning's sanity check), every task, when the zero-shot baseline is on, and
+      the held-out tasks, when the retention baseline is on;
     - at the end of stage s, every task seen so far (``eval_schedule="full"``) or only the stage's
       own tasks (``"diagonal_final"``), the next stage's tasks (for forward transfer, when on) and,
       after the last stage, every task seen plus the held-out tasks;
@@ -26,9 +27,11 @@ from typing import Any, Literal, Optional
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from nlora_lightning.data.benchmark import TaskData, load_instructions, load_task, resolve_task_names
+from nlora_lightning.data.benchmark import TaskData, load_tasks, resolve_task_names
 from nlora_lightning.data.collate import EvalCollator, TrainCollator
-from nlora_lightning.data.encoding import EncodingConfig, encode_answer, encode_prompt, encode_split
+from nlora_lightning.data.encoding import EncodingConfig, encode_prompt, encode_split, encode_task_answer, task_prompt
+from nlora_lightning.data.natural_instructions import NaturalInstructionsConfig
+from nlora_lightning.data.task_metrics import check_metric_options, resolve_task_metrics
 from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
 from nlora_lightning.data.splits import EVALUATION_SPLITS, check_validation_room, select_task_rows
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
@@ -74,8 +77,9 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     Args:
         tasks: Task names, in training order. Exclusive with ``preset``.
-        preset: ``standard_order1..3`` or ``long_order4..6`` (the paper's orders).
-        data_dir: A folder in the CL_Benchmark layout. ``None`` uses the packaged toy benchmark.
+        preset: ``standard_order1..3`` or ``long_order4..6`` (the paper's orders), ``superni_order1..2`` (SAPT's).
+        data_dir: A folder in the CL_Benchmark layout, or of natural-instructions task folders (SAPT's
+            SuperNI; see :mod:`~nlora_lightning.data.natural_instructions`). ``None`` uses the packaged toy benchmark.
         max_train_samples: Per-task cap on training samples (seeded, class-stratified).
         max_eval_samples: Per-task cap on test samples (seeded, class-stratified).
         validation_samples: Size of a validation set carved out of each task's ``train.json``
@@ -108,6 +112,12 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             ``$NLORA_CACHE_DIR/datasets``).
         instruction_config: The instruction file (group -> list of instructions); default: looked
             for in ``data_dir/_meta`` and ``data_dir`` (O-LoRA keeps it in its repo's ``configs/``).
+        metric: The metric of every task (``rougeL``, ``exact_match``, ``accuracy``); default per
+            format: ROUGE-L for natural-instructions tasks, exact match for CL_Benchmark tasks.
+        task_metrics: Per-task metric overrides, ``{task: metric}``.
+        natural_instructions: Which reference trains and which score natural-instructions tasks.
+        max_new_tokens: Generation length. ``None``: the longest label's answer for tasks with a
+            label set, ``max_target_length`` for free-text tasks (SuperNI's configs set 50 for all).
 
     Raises:
         ConfigurationError: For an unknown preset, duplicate tasks, no tasks, held-out tasks that
@@ -145,6 +155,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
         instruction_config: Optional[str] = None,
+        metric: Optional[str] = None,
+        task_metrics: Optional[dict[str, str]] = None,
+        natural_instructions: Optional[NaturalInstructionsConfig] = None,
+        max_new_tokens: Optional[int] = None,
     ) -> None:
         super().__init__()
         self.task_names = resolve_task_names(tasks, preset)
@@ -155,7 +169,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         for name, value in [("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples),
                             ("validation_samples", validation_samples), ("epochs_per_task", epochs_per_task),
                             ("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                            ("max_source_length", max_source_length), ("max_target_length", max_target_length)]:
+                            ("max_source_length", max_source_length), ("max_target_length", max_target_length),
+                            ("max_new_tokens", max_new_tokens)]:
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ConfigurationError(f"data.{name} must be a positive integer, got {value!r}")
         if joint and replay is not None:
@@ -169,6 +184,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if evaluate_on == "validation" and validation_samples is None:
             raise ConfigurationError("data.evaluate_on=validation needs data.validation_samples (the size of the "
                                      "validation set carved out of each task's train.json)")
+        check_metric_options(metric, task_metrics, self.task_names + self.held_out_tasks)
+        self.metric, self.task_metrics, self.max_new_tokens = metric, dict(task_metrics or {}), max_new_tokens
+        self.natural_instructions = natural_instructions or NaturalInstructionsConfig()
+        self.task_metric_names: list[str] = []  # per column, filled by load_tasks()
         self.data_dir = Path(data_dir) if data_dir is not None else TOY_BENCHMARK_DIR
         self.instruction_config = instruction_config
         self.max_train_samples = max_train_samples
@@ -191,6 +210,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         # Evaluation protocol; ForgettingMetrics turns these on for forward transfer.
         self.zero_shot_baseline = False
         self.evaluate_next_task = False
+        self.retention_baseline = False  # held-out tasks on the base model too (ForgettingMetrics: retention)
         # Filled by setup().
         self.tokenizer: Any = None
         self.decoder_only: Optional[bool] = None
@@ -246,7 +266,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         if trainer is None or not trainer.state.fn or trainer.state.fn.value != "fit":
             return every
         if trainer.sanity_checking:
-            return set(range(len(self.task_names))) if self.zero_shot_baseline else set()
+            held_out = set(range(len(self.task_names), len(self.all_task_names))) if self.retention_baseline else set()
+            return (set(range(len(self.task_names))) if self.zero_shot_baseline else set()) | held_out
         epoch = trainer.current_epoch
         if not self.is_stage_end(epoch):
             return set()
@@ -284,8 +305,9 @@ class TaskSequenceDataModule(pl.LightningDataModule):
     def load_tasks(self) -> list[TaskData]:
         """Read and validate every task's files (once); bad data fails here, before anything is written."""
         if self._tasks is None:
-            instructions = load_instructions(self.data_dir, self.instruction_config)
-            tasks = [load_task(self.data_dir, n, instructions, self.on_unknown_label) for n in self.all_task_names]
+            tasks = load_tasks(self.data_dir, self.all_task_names, self.instruction_config, self.on_unknown_label,
+                               self.natural_instructions, self.seed)
+            self.task_metric_names = resolve_task_metrics(tasks, self.metric, self.task_metrics)
             for index, task in enumerate(tasks):  # a carved validation set must leave the training samples asked for
                 check_validation_room(task.name, len(task.records["train"]), self.validation_samples, self.max_train_samples,
                                       trained=index < len(self.task_names))
@@ -294,10 +316,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     def check_prompt_budget(self, tokenizer) -> None:
         """Fail fast when ``max_source_length`` cannot hold a task's template even with an empty sentence."""
-        from nlora_lightning.data.templates import build_prompt
-
         for task in self.load_tasks():
-            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, "", self.task_header)
+            prompt, span = task_prompt(task, "", self.task_header)
             encode_prompt(tokenizer, prompt, span, self.max_source_length, task.name)
 
     def setup(self, stage: str) -> None:
@@ -315,12 +335,11 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             trained = index < len(self.task_names)
             train = encode_split(task, "train", self.tokenizer, config, cache) if trained or self.validation_samples else None
             test = encode_split(task, "test", self.tokenizer, config, cache) if self.evaluate_on == "test" else None
-            rows = select_task_rows(index, self.seed, train["label"] if train is not None else None,
-                                    test["label"] if test is not None else None, self.max_train_samples,
+            rows = select_task_rows(index, self.seed, _strata(task, train), _strata(task, test), self.max_train_samples,
                                     self.max_eval_samples, self.validation_samples, self.evaluate_on)
             evaluated = test if rows.evaluation_split == "test" else train
             self._eval_examples.append(self._examples(task, rows.evaluation_split, index, evaluated, rows.evaluation, config))
-            self._candidates.append([encode_answer(self.tokenizer, label, config) for label in task.labels])
+            self._candidates.append([encode_task_answer(self.tokenizer, task, label, config) for label in task.labels])
             if trained:
                 self._train_examples.append(self._examples(task, "train", index, train, rows.train, config))
         self._draw_replay()
@@ -396,7 +415,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                     batch_size=self.eval_batch_size,
                     sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world),
                     collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t],
-                                            self._label_names[t]),
+                                            self._label_names[t], self.task_metric_names[t],
+                                            self.max_new_tokens or (None if self._candidates[t] else self.max_target_length)),
                     num_workers=self.num_workers,
                 )
                 for t, examples in enumerate(self._eval_examples)
@@ -436,3 +456,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             raise CheckpointMismatchError(
                 "the checkpoint was written for another task sequence; " + "; ".join(differences)
             )
+
+
+def _strata(task: TaskData, dataset) -> Optional[list[str]]:
+    """The labels a split is stratified by; free-text answers have none, so their draw is a plain seeded one."""
+    if dataset is None:
+        return None
+    return dataset["label"] if task.labels else [""] * len(dataset)

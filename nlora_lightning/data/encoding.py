@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nlora_lightning.data.benchmark import TaskData
-from nlora_lightning.data.templates import build_prompt
+from nlora_lightning.data.templates import build_natural_instructions_prompt, build_prompt
 from nlora_lightning.errors import ConfigurationError
 
-__all__ = ["EncodingConfig", "encode_prompt", "encode_answer", "encode_split", "tokenizer_fingerprint"]
+__all__ = ["EncodingConfig", "encode_prompt", "encode_answer", "encode_split", "encode_task_answer", "task_prompt", "tokenizer_fingerprint"]
 
 log = logging.getLogger(__name__)
-_FORMAT_VERSION = 1  # bump when the encoding changes, to invalidate cached datasets
+_FORMAT_VERSION = 2  # bump when the encoding changes, to invalidate cached datasets
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,26 @@ def encode_prompt(tokenizer, prompt: str, span: tuple[int, int], max_length: int
     return list(tokenizer.build_inputs_with_special_tokens(head + sentence[:budget] + tail)), truncated
 
 
-def encode_answer(tokenizer, label: str, config: EncodingConfig) -> list[int]:
-    """Answer tokens plus EOS. Decoder-only answers start with a space: they follow "Answer:"."""
-    text = " " + label if config.decoder_only else label
-    ids = tokenizer.encode(text, add_special_tokens=False)[: config.max_target_length - 1]
+def encode_answer(tokenizer, label: str, config: EncodingConfig, leading_space: Optional[bool] = None) -> list[int]:
+    """Answer tokens plus EOS. Decoder-only answers start with a space: they follow "Answer:".
+
+    ``leading_space`` overrides that (``False`` after a prompt that ends with a space).
+    """
+    space = config.decoder_only if leading_space is None else leading_space
+    ids = tokenizer.encode(" " + label if space else label, add_special_tokens=False)[: config.max_target_length - 1]
     return ids + [tokenizer.eos_token_id]
+
+
+def task_prompt(task: TaskData, sentence: str, task_header: bool = True) -> tuple[str, tuple[int, int]]:
+    """The prompt of one sample in its task's template, and the span of the sample's own text."""
+    if task.format == "natural_instructions":
+        return build_natural_instructions_prompt(task.instruction or "", sentence)
+    return build_prompt(task.name, task.group, task.instruction, task.labels, sentence, task_header)
+
+
+def encode_task_answer(tokenizer, task: TaskData, label: str, config: EncodingConfig) -> list[int]:
+    """An answer of ``task``: SAPT's prompt ends with "Output: ", so its answers take no leading space."""
+    return encode_answer(tokenizer, label, config, leading_space=False if task.format == "natural_instructions" else None)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -85,25 +100,28 @@ def encode_split(
 
     records = task.records[split]
     key = json.dumps(
-        [_FORMAT_VERSION, task.name, task.group, task.labels, task.instruction, records, asdict(config), tokenizer_fingerprint(tokenizer)],
+        [_FORMAT_VERSION, task.format, task.name, task.group, task.labels, task.instruction, records, asdict(config), tokenizer_fingerprint(tokenizer)],
         sort_keys=True,
     )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:24]
     label_to_index = {label: i for i, label in enumerate(task.labels)}
-    answers = {label: encode_answer(tokenizer, label, config) for label in task.labels}
+    answers = {label: encode_task_answer(tokenizer, task, label, config) for label in task.labels}
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"prompt_ids": [], "answer_ids": [], "label_index": [], "truncated": []}
         for label, sentence in zip(batch["label"], batch["sentence"]):
-            prompt, span = build_prompt(task.name, task.group, task.instruction, task.labels, sentence, config.task_header)
+            prompt, span = task_prompt(task, sentence, config.task_header)
             ids, truncated = encode_prompt(tokenizer, prompt, span, config.max_source_length, task.name)
             out["prompt_ids"].append(ids)
-            out["answer_ids"].append(answers[label] if label in answers else encode_answer(tokenizer, label, config))
+            out["answer_ids"].append(answers[label] if label in answers else encode_task_answer(tokenizer, task, label, config))
             out["label_index"].append(label_to_index.get(label, -1))
             out["truncated"].append(truncated)
         return out
 
-    table = datasets.Dataset.from_dict({"label": [r["label"] for r in records], "sentence": [r["sentence"] for r in records]})
+    columns = {"label": [r["label"] for r in records], "sentence": [r["sentence"] for r in records]}
+    # Every reference a sample is scored against (natural-instructions); CL_Benchmark: its label.
+    columns["references"] = [r.get("references") or [r["label"]] for r in records]
+    table = datasets.Dataset.from_dict(columns)
     kwargs: dict[str, Any] = {"batched": True, "new_fingerprint": fingerprint, "desc": f"tokenising {task.name}/{split}"}
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
-"""The prompt template of O-LoRA / N-LoRA (reference, section 3)."""
+"""Prompt templates: O-LoRA / N-LoRA's (reference, section 3) and SAPT's for natural-instructions tasks."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["ANSWER_SUFFIX", "build_prompt"]
+__all__ = ["ANSWER_SUFFIX", "NI_INPUT_PREFIX", "NI_OUTPUT_SUFFIX", "build_natural_instructions_prompt", "build_prompt"]
 
 ANSWER_SUFFIX = "\nAnswer:"
 
@@ -38,3 +38,25 @@ def build_prompt(
         header = "Task:" + group + "\nDataset:" + task + "\n" if task_header else ""
         head = header + instruction + "Option: " + ", ".join(labels) + " \n"
     return head + sentence + ANSWER_SUFFIX, (len(head), len(head) + len(sentence))
+
+
+NI_INPUT_PREFIX = "\n\nNow complete the following example -\nInput: "
+NI_OUTPUT_SUFFIX = "\nOutput: "
+
+
+def build_natural_instructions_prompt(definition: str, text: str) -> tuple[str, tuple[int, int]]:
+    """SAPT's zero-shot prompt for a natural-instructions task, and the span of the instance's input.
+
+    ::
+
+        "Definition: " + definition + "\\n\\nNow complete the following example -\\nInput: " + text + "\\nOutput: "
+
+    No examples, and neither the task nor the dataset name (SAPT: ``--add_task_name False
+    --add_dataset_name False``). The prompt ends with a space, so answers follow it without one.
+
+    Example:
+        >>> build_natural_instructions_prompt("Say hi.", "Bob")
+        ('Definition: Say hi.\\n\\nNow complete the following example -\\nInput: Bob\\nOutput: ', (65, 68))
+    """
+    head = "Definition: " + definition + NI_INPUT_PREFIX
+    return head + text + NI_OUTPUT_SUFFIX, (len(head), len(head) + len(text))

@@ -24,6 +24,9 @@ from nlora_lightning.reporting.aggregate import (
     summarize_groups,
 )
 from nlora_lightning.reporting.protocol import is_unfinished, protocol_differences, split_by_protocol, unfinished_note
+from nlora_lightning.reporting.cost import cost_figures, format_bytes
+from nlora_lightning.reporting.metric_names import metric_of_run
+from nlora_lightning.reporting.retention import retention_mean
 from nlora_lightning.reporting.runfiles import format_number, format_percent, read_run
 
 __all__ = ["COLUMNS", "compare_runs", "format_markdown", "main"]
@@ -40,15 +43,23 @@ COLUMNS: list[tuple[str, str, Any]] = [
     ("collision_mean", "collision (%)", lambda v: format_percent(v, 2)),
     ("overlap_mean", "overlap", lambda v: format_number(v, 4)),
     ("train_time_s", "train time (s)", lambda v: format_number(v, 0)),
+    ("peak_memory_bytes", "peak memory", format_bytes),  # cost columns: run_info.json's cost (CostMonitor)
+    ("state_bytes", "stored state", format_bytes),
+    ("train_tokens_per_s", "train tokens/s", lambda v: format_number(v, 0)),
+    ("eval_tokens_per_s", "eval tokens/s", lambda v: format_number(v, 0)),
+    ("retention", "retention (%)", lambda v: format_percent(v, 2)),  # mean change on held-out tasks
+    ("metric", "metric", str),  # what AA/BWT/forgetting average: exact_match, accuracy, rougeL or mixed
 ]
 
 
 def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One row per run directory with the headline figures (``None`` where a file or value is missing).
 
-    Keys: ``run`` (directory name), ``method``, ``AA``, ``AA_majority`` (always the majority training answer),
-    ``never_learned`` (how many tasks), ``BWT``, ``forgetting`` (fractions),
-    ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``.
+    Keys: ``run`` (directory name), ``unfinished``, ``method``, ``AA``, ``AA_majority`` (always the majority
+    training answer), ``never_learned`` (how many tasks), ``BWT``, ``forgetting`` (fractions),
+    ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``,
+    ``peak_memory_bytes``, ``state_bytes`` (after the last task), ``train_tokens_per_s``,
+    ``eval_tokens_per_s`` (CostMonitor), ``retention`` (mean change on held-out tasks), ``metric``.
     """
     rows = []
     for directory in run_dirs:
@@ -66,6 +77,9 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "collision_mean": run.collision.pair_mean() if run.collision is not None else None,
             "overlap_mean": run.orthogonality.pair_mean() if run.orthogonality is not None else None,
             "train_time_s": run.train_time_s,
+            **{k: v for k, v in cost_figures(run.run_info).items() if k != "eval_time_s"},
+            "retention": retention_mean(run.metrics),
+            "metric": metric_of_run(run.metrics),
         })
     return rows
 

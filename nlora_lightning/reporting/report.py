@@ -15,7 +15,10 @@ from typing import Any, Optional, Sequence
 
 from nlora_lightning.io import write_text_atomic
 from nlora_lightning.methods import describe_lambda
+from nlora_lightning.reporting.cost import cost_lines
+from nlora_lightning.reporting.metric_names import scoring_lines
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
+from nlora_lightning.reporting.retention import retention_lines
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
 
 __all__ = ["main", "render_markdown", "write_plots", "write_report"]
@@ -70,6 +73,7 @@ def _accuracy_section(run: RunFiles) -> list[str]:
     lines += _table(keys, [[format_percent(run.metric(k), 2) for k in keys]], left_columns=0)
     lines += ["", "Percent. AA: mean accuracy over all tasks after the last completed stage; BWT and forgetting: "
               "over tasks before the last; FWT needs the zero-shot baseline (n/a: not measured or undefined).", ""]
+    lines += scoring_lines(metrics)  # which metric "accuracy" means here (ROUGE-L for SuperNI)
     lines += _interval_lines(metrics)
     if metrics.get("eval_schedule") == "diagonal_final":
         lines += ["Evaluation schedule `diagonal_final`: each task was evaluated right after its own training and "
@@ -90,7 +94,8 @@ def _accuracy_section(run: RunFiles) -> list[str]:
         lines += ["## Zero-shot baseline (before any training, %)", ""]
         lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in zero_shot.items()]) + [""]
     held_out = details.get("held_out")
-    if held_out:
+    lines += retention_lines(metrics)  # held-out tasks before and after: replaces the plain held-out table
+    if held_out and not metrics.get("retention"):
         lines += ["## Held-out tasks (never trained; evaluated after the last stage, %)", ""]
         lines += _table(["task", "accuracy"], [[name, format_percent(v, 1)] for name, v in held_out.items()]) + [""]
     return lines
@@ -222,6 +227,7 @@ def render_markdown(run: RunFiles) -> str:
     if run.metrics is not None:
         lines += _accuracy_section(run)
         lines += _baseline_section(run)
+    lines += cost_lines(info)  # CostMonitor's figures, when the run had one
     lines += _analysis_section(run, tau_text)
     if run.notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in run.notes] + [""]
