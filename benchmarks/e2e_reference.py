@@ -74,6 +74,7 @@ def run_reference(spec: dict) -> dict:
     train_collate = TrainCollator(tokenizer.pad_token_id, True)
     matrix = [[None] * stages for _ in range(stages)]
     train_s = eval_s = 0.0
+    losses: list[float] = []
     model = None
     for task in range(stages):
         start = time.perf_counter()
@@ -95,7 +96,7 @@ def run_reference(spec: dict) -> dict:
             model=model, args=arguments, train_dataset=data.stage_train_examples(task),
             data_collator=lambda rows: {k: v for k, v in train_collate(rows).items() if k != "task"},
             adapter=name, weight=spec["lambda"], data_seed=spec["data"]["seed"], first_epoch=task * epochs)
-        trainer.train()
+        losses.append(trainer.train().training_loss)  # mean over the task's steps, penalty included
         model.save_pretrained(str(work / "adapters"), selected_adapters=[name])
         train_s += time.perf_counter() - start
 
@@ -105,7 +106,7 @@ def run_reference(spec: dict) -> dict:
             matrix[task][seen] = evaluate(model, tokenizer, data, seen, spec["data"]["eval_batch_size"], device)
         eval_s += time.perf_counter() - start
     final = matrix[-1]
-    return {"train_s": train_s, "eval_s": eval_s, "acc_matrix": matrix, "AA": sum(final) / len(final)}
+    return {"train_s": train_s, "eval_s": eval_s, "acc_matrix": matrix, "AA": sum(final) / len(final), "task_losses": losses}
 
 
 @torch.no_grad()

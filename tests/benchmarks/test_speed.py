@@ -4,12 +4,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import speed  # noqa: E402
 
 
+@pytest.mark.slow
 def test_growth_tiny_form(capsys):
     out = speed.main(["--growth", "--tiny", "--tasks", "1,3"])
     printed = capsys.readouterr().out.splitlines()
