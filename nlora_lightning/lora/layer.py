@@ -5,12 +5,13 @@
 ``frozen_A`` (R x d_in) and ``frozen_B`` (d_out x R) hold the finished tasks' factors concatenated
 along the rank, with each task's scaling folded into its columns of ``frozen_B``: the sum of any
 number of finished tasks costs one rank-R product, so a step at task 15 costs what a step at task 1
-costs. Once the rank R passes what pays (``R (d_in + d_out) > d_in d_out``, near T = 72 tasks of
-r = 8 on a 576-wide layer) the pair is also kept as one dense ``frozen_delta`` (d_out x d_in, fp32 or
-fp64, computed from the factors) and the forward applies that instead: the same function, so a
-step at task 100 costs about what a step at task 1 costs. The factors stay for the regularizers
-that read them (O-LoRA, ELLA). The trainable slot (``lora_A``, ``lora_B``) is recycled from task to
-task: its Parameter objects never change, which keeps optimizers, DDP buckets and checkpoints simple.
+costs. Once the rank R passes what pays (``R (d_in + d_out) > d_in d_out``: from 37 finished
+tasks of r = 8 on SmolLM2's 576 x 576 q_proj, from 19 on its 576 -> 192 v_proj) the pair is also
+kept as one dense ``frozen_delta`` (d_out x d_in, fp32 or fp64, computed from the factors) and the
+forward applies that instead: the same function, so a step at task 100 costs about what a step at
+task 1 costs. The factors stay for the regularizers that read them (O-LoRA, ELLA). The trainable
+slot (``lora_A``, ``lora_B``) is recycled from task to task: its Parameter objects never change,
+which keeps optimizers, DDP buckets and checkpoints simple.
 """
 
 from __future__ import annotations
