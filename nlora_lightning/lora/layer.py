@@ -5,8 +5,13 @@
 ``frozen_A`` (R x d_in) and ``frozen_B`` (d_out x R) hold the finished tasks' factors concatenated
 along the rank, with each task's scaling folded into its columns of ``frozen_B``: the sum of any
 number of finished tasks costs one rank-R product, so a step at task 15 costs what a step at task 1
-costs. The trainable slot (``lora_A``, ``lora_B``) is recycled from task to task: its Parameter
-objects never change, which keeps optimizers, DDP buckets and checkpoints simple.
+costs. Once the rank R passes what pays (``R (d_in + d_out) > d_in d_out``: from 37 finished
+tasks of r = 8 on SmolLM2's 576 x 576 q_proj, from 19 on its 576 -> 192 v_proj) the pair is also
+kept as one dense ``frozen_delta`` (d_out x d_in, fp32 or fp64, computed from the factors) and the
+forward applies that instead: the same function, so a step at task 100 costs about what a step at
+task 1 costs. The factors stay for the regularizers that read them (O-LoRA, ELLA). The trainable
+slot (``lora_A``, ``lora_B``) is recycled from task to task: its Parameter objects never change,
+which keeps optimizers, DDP buckets and checkpoints simple.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class ContinualLoRALinear(nn.Module):
         # Rebuilt from the adapter store on load; never part of a state dict.
         self.register_buffer("frozen_A", torch.zeros(0, self.in_features, **factory), persistent=False)
         self.register_buffer("frozen_B", torch.zeros(self.out_features, 0, **factory), persistent=False)
+        # The frozen pair's product, set by ``set_frozen`` when a dense update is cheaper than the pair.
+        self.register_buffer("frozen_delta", None, persistent=False)
         self.slot_enabled = True
         self.frozen_enabled = True
         # Taps where methods observe the slot's two outputs with forward hooks (MIGU ranks units by
@@ -76,9 +83,24 @@ class ContinualLoRALinear(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
         self.lora_B.zero_()
 
+    def dense_pays(self, rank: int) -> bool:
+        """Whether a dense d_out x d_in update costs less per token than a rank-``rank`` pair."""
+        return rank * (self.in_features + self.out_features) > self.in_features * self.out_features
+
+    @property
+    def frozen_is_dense(self) -> bool:
+        return self.frozen_delta is not None
+
     @torch.no_grad()
-    def set_frozen(self, frozen_A: Tensor, frozen_B_scaled: Tensor) -> None:
-        """Replace the frozen pair (the scaling must already be folded into ``frozen_B_scaled``)."""
+    def set_frozen(self, frozen_A: Tensor, frozen_B_scaled: Tensor, dense: Optional[bool] = None) -> None:
+        """Replace the frozen pair (the scaling must already be folded into ``frozen_B_scaled``).
+
+        Args:
+            frozen_A: R x d_in, the finished tasks' A concatenated.
+            frozen_B_scaled: d_out x R, their B concatenated, each task's scaling folded in.
+            dense: Also keep ``frozen_B_scaled @ frozen_A`` as one dense matrix and apply that in the
+                forward; ``None`` decides by cost (:meth:`dense_pays`), ``False`` keeps only the factors.
+        """
         if frozen_A.shape[0] != frozen_B_scaled.shape[1] or frozen_A.shape[1] != self.in_features:
             raise ValueError(
                 f"frozen pair shapes {tuple(frozen_A.shape)} / {tuple(frozen_B_scaled.shape)} do not fit "
@@ -87,6 +109,10 @@ class ContinualLoRALinear(nn.Module):
         like = self.lora_A
         self.frozen_A = frozen_A.to(device=like.device, dtype=like.dtype).contiguous()
         self.frozen_B = frozen_B_scaled.to(device=like.device, dtype=like.dtype).contiguous()
+        if dense is None:
+            dense = self.dense_pays(self.frozen_rank)
+        # In the adapters' precision (fp32, fp64 for fp64 bases), like the factor form it replaces.
+        self.frozen_delta = (self.frozen_B @ self.frozen_A).contiguous() if dense and self.frozen_rank > 0 else None
 
     @torch.no_grad()
     def merge_into_base(self, A: Tensor, B_scaled: Tensor) -> None:
@@ -105,14 +131,14 @@ class ContinualLoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def forward(self, x: Tensor) -> Tensor:
-        result = self.base_layer(x)
         use_frozen = self.frozen_enabled and self.frozen_A.shape[0] > 0
+        result, use_frozen = self._base_forward(x, use_frozen)
         if not (use_frozen or self.slot_enabled):
             return result
         x_lora = x.to(self.lora_A.dtype)
         update: Optional[Tensor] = None
         if use_frozen:
-            update = nn.functional.linear(nn.functional.linear(x_lora, self.frozen_A), self.frozen_B)
+            update = self._frozen_update(x_lora)
         if self.slot_enabled:
             hidden = self.slot_hidden(nn.functional.linear(self.lora_dropout(x_lora), self.lora_A))
             slot = self.slot_output(nn.functional.linear(hidden, self.lora_B))
@@ -120,10 +146,30 @@ class ContinualLoRALinear(nn.Module):
             update = slot if update is None else update + slot
         return result + update.to(result.dtype)
 
+    def _base_forward(self, x: Tensor, use_frozen: bool) -> tuple[Tensor, bool]:
+        """``base(x)``, with a dense frozen update folded into the weight where that is exact enough.
+
+        Returns the output and whether the frozen update is still to be added. A plain base in the
+        adapters' own dtype (fp32, fp64) computes ``(W + Delta) x`` in one product instead of two
+        (it differs from ``W x + Delta x`` by rounding only; training keeps ``W + Delta`` alive for
+        the backward, the size of the weight). Low-precision or quantized bases keep ``Delta``
+        apart, so it is not rounded to the base's precision.
+        """
+        base = self.base_layer
+        delta = self.frozen_delta
+        if use_frozen and delta is not None and type(base) is nn.Linear and base.weight.dtype == delta.dtype:
+            return nn.functional.linear(x, base.weight + delta, base.bias), False
+        return base(x), use_frozen
+
+    def _frozen_update(self, x_lora: Tensor) -> Tensor:
+        if self.frozen_delta is not None:
+            return nn.functional.linear(x_lora, self.frozen_delta)
+        return nn.functional.linear(nn.functional.linear(x_lora, self.frozen_A), self.frozen_B)
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-            f"scaling={self.scaling:g}, frozen_rank={self.frozen_rank}"
+            f"scaling={self.scaling:g}, frozen_rank={self.frozen_rank}, frozen_dense={self.frozen_is_dense}"
         )
 
 

@@ -20,6 +20,7 @@ from nlora_lightning.lora.layer import ContinualLoRALinear
 __all__ = ["AdapterSnapshot", "ContinualLoRAModel", "LayerFactors", "inject_lora"]
 
 Consolidation = Literal["lowrank", "merge", "none"]
+FrozenForm = Literal["auto", "factors", "dense"]
 
 
 class LayerFactors(NamedTuple):
@@ -94,6 +95,10 @@ class ContinualLoRAModel:
             weights: no extra cost at all), or ``"none"`` (kept apart, for checks).
         seed: Seeds the per-task initialisation of the slot, so every rank and every resumed run
             draws the same A_t.
+        frozen_form: How ``lowrank``/``none`` apply a layer's frozen pair: ``"auto"`` as the rank-R
+            pair while that is cheaper per token, then as one dense d_out x d_in update computed
+            from it (the same function; the factors stay for O-LoRA and ELLA); ``"factors"`` or
+            ``"dense"`` force one form (for checks and benchmarks). Checkpoints do not depend on it.
 
     Example:
         >>> adapters = ContinualLoRAModel(hf_model, LoRAConfig(r=8))  # doctest: +SKIP
@@ -106,9 +111,13 @@ class ContinualLoRAModel:
         config: LoRAConfig,
         consolidation: Consolidation = "lowrank",
         seed: int = 0,
+        frozen_form: FrozenForm = "auto",
     ) -> None:
         if consolidation not in ("lowrank", "merge", "none"):
             raise ValueError(f"consolidation must be 'lowrank', 'merge' or 'none', got {consolidation!r}")
+        if frozen_form not in ("auto", "factors", "dense"):
+            raise ValueError(f"frozen_form must be 'auto', 'factors' or 'dense', got {frozen_form!r}")
+        self.frozen_form = frozen_form
         self.model = model
         self.config = config
         self.consolidation = consolidation
@@ -178,8 +187,9 @@ class ContinualLoRAModel:
             else:
                 frozen_A = torch.zeros(0, layer.in_features)
                 frozen_B = torch.zeros(layer.out_features, 0)
-            layer.set_frozen(frozen_A, frozen_B)
-            # In merge mode the frozen pair stays only as "previous A" for O-LoRA.
+            # In merge mode the frozen pair stays only as factors for O-LoRA and ELLA.
+            dense = False if self.consolidation == "merge" else {"auto": None, "factors": False, "dense": True}[self.frozen_form]
+            layer.set_frozen(frozen_A, frozen_B, dense=dense)
             layer.frozen_enabled = self.consolidation != "merge"
         self.frozen_tasks = tasks
 
