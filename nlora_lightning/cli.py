@@ -284,6 +284,8 @@ def _logger_follows_default_root_dir(trainer: Namespace, words: Sequence[str]) -
     given = any(w == "--trainer.default_root_dir" or w.startswith("--trainer.default_root_dir=") for w in words)
     logger_given = any(w.startswith("--trainer.logger") for w in words)
     logger = trainer.get("logger")
+    if isinstance(logger, list) and logger:  # a logger list (configs/loggers/): the first decides the run directory
+        logger = logger[0]
     if not given or logger_given or not isinstance(logger, Namespace) or not isinstance(logger.get("init_args"), Namespace):
         return
     if "save_dir" in logger.init_args:
