@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +20,7 @@ from nlora_lightning.io import write_json_atomic, write_text_atomic
 from nlora_lightning.metrics import AccuracyMatrix, continual_metrics, forward_transfer
 from nlora_lightning.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_cl_intervals
 from nlora_lightning.metrics.retention import retention_summary
+from nlora_lightning.metrics.text import score_prediction
 from nlora_lightning.reporting.baselines import run_baselines
 from nlora_lightning.reporting.predictions import (
     PREDICTIONS_FILE,
@@ -259,8 +261,11 @@ class ForgettingMetrics(Callback):
             return {}
         tasks = list(datamodule.task_names)
         labels = [label_names(j) for j in range(len(tasks))]
+        metrics = list(getattr(datamodule, "task_metric_names", None) or [])[: len(tasks)]
+        # Each task's baseline is scored with the task's own metric (ROUGE-L for free-text answers).
+        scorers = [partial(_score_one, name) for name in metrics] if len(metrics) == len(tasks) else None
         return run_baselines(records, tasks, datamodule.stages, [train_labels(j) for j in range(len(tasks))],
-                             [len(names) if names else None for names in labels],
+                             [len(names) if names else None for names in labels], score_functions=scorers,
                              num_resamples=self.bootstrap_resamples, seed=self.bootstrap_seed)
 
     def _write(self, directory: Path, datamodule, acc: torch.Tensor) -> None:
@@ -369,3 +374,7 @@ def _retention(acc: torch.Tensor, datamodule, rows: int) -> Optional[dict[str, A
     base = {name: float(acc[rows, T + k]) for k, name in enumerate(held_out)}
     final = {name: float(acc[rows - 1, T + k]) for k, name in enumerate(held_out)}
     return retention_summary(base, final)
+
+
+def _score_one(metric: str, prediction: str, reference: str) -> float:
+    return score_prediction(metric, prediction, [reference])
