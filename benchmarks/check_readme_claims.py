@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from nlora_lightning.metrics.intervals import t_interval_95  # noqa: E402
 from nlora_lightning.reporting.runfiles import RunFiles, read_run  # noqa: E402
+from nlora_lightning.reporting.predictions import read_predictions  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -201,15 +202,16 @@ def by_method(folder: Path) -> dict[str, dict[int, dict[str, Optional[float]]]]:
 
 
 def final_test_labels(run: Path) -> list[list[str]]:
-    """Per task, the gold labels of the samples scored after the last stage (from the predictions files)."""
+    """Per task, the gold labels of the samples scored after the last stage (from the run's predictions)."""
     metrics = json.loads((run / "cl_metrics.json").read_text())
     last = len(metrics["acc_matrix"]) - 1
+    records = read_predictions(run)
     labels = []
-    for task in range(len(metrics["tasks"])):
-        path = run / "predictions" / f"stage{last}_task{task}.jsonl"
-        if not path.is_file():
-            raise Skip(f"{path} is missing")
-        labels.append([json.loads(line)["label"] for line in path.read_text().splitlines() if line.strip()])
+    for task in metrics["tasks"]:
+        scored = sorted((r for r in records if r["stage"] == last and r["task"] == task), key=lambda r: r["sample_id"])
+        if not scored:
+            raise Skip(f"{run}: no predictions of {task} after stage {last}")
+        labels.append([r["label"] for r in scored])
     return labels
 
 
