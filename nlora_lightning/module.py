@@ -75,7 +75,7 @@ class ContinualLightningModule(pl.LightningModule):
         consolidation: Finished adapters as one concatenated low-rank pair (``lowrank``), merged
             into the base weights (``merge``), or kept apart (``none``).
         methods: The continual-learning methods, in order (see :class:`MethodConfig`): e.g.
-            ``[{"name": "nlora_l1", "options": {"mode": "delta_w"}}]``. Each entry's ``options`` are
+            ``[{'name': 'nlora_l1', 'options': {'mode': 'delta_w'}}]``. Each entry's ``options`` are
             the typed arguments of its method class; ``python -m nlora_lightning.methods`` lists them.
         method_defaults: Lambdas for entries listed without a weight, by lambda key (``nlora_l1/official``,
             ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``, or the method's name for the others):
@@ -100,7 +100,7 @@ class ContinualLightningModule(pl.LightningModule):
     Example:
         >>> module = ContinualLightningModule(random_init={"model_type": "llama", "hidden_size": 32,
         ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
-        ...     methods=[MethodConfig("nlora_l1", weight=0.001)])
+        ...     methods=[MethodConfig('nlora_l1', weight=0.001)])
         >>> module.method_name
         'nlora'
     """
