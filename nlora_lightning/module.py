@@ -26,6 +26,7 @@ from nlora_lightning.evaluation import EvaluationConfig, predict
 from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.methods import Method, MethodConfig, merge_method_defaults, resolve_methods
+from nlora_lightning.methods.base import full_options
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers.config import RegularizerConfig
@@ -52,6 +53,14 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity whose method entries spell out every default option (``mode: delta_w`` == no mode)."""
+    methods = identity.get("methods")
+    if not isinstance(methods, list):
+        return identity
+    return {**identity, "methods": [{**m, "options": full_options(m["name"], dict(m.get("options") or {}))} for m in methods]}
 
 
 def _deprecated(option: str, instead: str) -> None:
@@ -487,7 +496,7 @@ class ContinualLightningModule(pl.LightningModule):
             CheckpointMismatchError: Naming every setting that differs.
         """
         state = ContinualState.from_checkpoint(checkpoint)
-        mine, theirs = self.identity(), state.identity
+        mine, theirs = _comparable(self.identity()), _comparable(state.identity)
         keys = [*mine, *(k for k in theirs if k not in mine)]  # a setting only one side has differs too
         differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
         if differences:
