@@ -26,6 +26,7 @@ from nlora_lightning.evaluation import EvaluationConfig, predict, score_sum
 from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.methods import Method, MethodConfig, merge_method_defaults, resolve_methods
+from nlora_lightning.methods.base import full_options
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers.config import RegularizerConfig
@@ -54,6 +55,14 @@ def _plain(value):
     return value
 
 
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity whose method entries spell out every default option (``mode: delta_w`` == no mode)."""
+    methods = identity.get("methods")
+    if not isinstance(methods, list):
+        return identity
+    return {**identity, "methods": [{**m, "options": full_options(m["name"], dict(m.get("options") or {}))} for m in methods]}
+
+
 def _deprecated(option: str, instead: str) -> None:
     log.warning("model.%s is deprecated and will be removed in the next release; use %s", option, instead)
 
@@ -75,7 +84,7 @@ class ContinualLightningModule(pl.LightningModule):
         consolidation: Finished adapters as one concatenated low-rank pair (``lowrank``), merged
             into the base weights (``merge``), or kept apart (``none``).
         methods: The continual-learning methods, in order (see :class:`MethodConfig`): e.g.
-            ``[{"name": "nlora_l1", "options": {"mode": "delta_w"}}]``. Each entry's ``options`` are
+            ``[{'name': 'nlora_l1', 'options': {'mode': 'delta_w'}}]``. Each entry's ``options`` are
             the typed arguments of its method class; ``python -m nlora_lightning.methods`` lists them.
         method_defaults: Lambdas for entries listed without a weight, by lambda key (``nlora_l1/official``,
             ``nlora_l1/delta_w``, ``nlora_l1/delta_w/mean``, or the method's name for the others):
@@ -100,7 +109,7 @@ class ContinualLightningModule(pl.LightningModule):
     Example:
         >>> module = ContinualLightningModule(random_init={"model_type": "llama", "hidden_size": 32,
         ...     "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
-        ...     methods=[MethodConfig("nlora_l1", weight=0.001)])
+        ...     methods=[MethodConfig('nlora_l1', weight=0.001)])
         >>> module.method_name
         'nlora'
     """
@@ -487,7 +496,7 @@ class ContinualLightningModule(pl.LightningModule):
             CheckpointMismatchError: Naming every setting that differs.
         """
         state = ContinualState.from_checkpoint(checkpoint)
-        mine, theirs = self.identity(), state.identity
+        mine, theirs = _comparable(self.identity()), _comparable(state.identity)
         keys = [*mine, *(k for k in theirs if k not in mine)]  # a setting only one side has differs too
         differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
         if differences:

@@ -50,12 +50,17 @@ def test_paper_run_composes(benchmark, method):
         assert reg.options.get("mode", "delta_w") == MODE[method]
         expected = PAPER_LAMBDA[benchmark] if MODE[method] == "official" else DELTA_W_DEFAULT
         assert reg.weight == expected and reg.weight_for("MNLI") == expected
+        assert module.method_objects[0].lambda_key() == f"nlora_l1/{MODE[method]}"
         if benchmark == "long_order4.yaml":
             assert reg.weight_for("WiC") == (1.2 if MODE[method] == "official" else DELTA_W_DEFAULT)
     elif method == "olora.yaml":
         assert names == ["olora_orthogonality", "l2"] and module.methods[0].weight == 0.5
     elif method in ("ella.yaml", "ewc_lora.yaml", "ewc.yaml", "lwf.yaml"):  # one term named like the method
         assert names == [method.removesuffix(".yaml")] and module.methods[0].weight > 0
+        assert module.method_objects[0].lambda_key() == names[0]
+    elif method in ("gorp.yaml", "migu.yaml"):  # gradient rewrites: no loss, no lambda
+        assert names == [method.removesuffix(".yaml")] and module.methods[0].weight is None
+        assert not module.method_objects[0].adds_loss
     else:
         assert names == []
 
@@ -150,3 +155,17 @@ def test_strategy_configs_parse(strategy, capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "strategy:" in printed and "devices: -1" in printed
+
+
+@pytest.mark.parametrize("base", ["tiny.yaml", "demo.yaml", *(f"benchmarks/{b}" for b in BENCHMARKS)])
+def test_every_method_config_composes_with_every_base(fit_parser, base):
+    # A method config's list replaces the base's; every entry resolves (lambda from its key's default).
+    prefix = ["models/t5_large.yaml"] if base.startswith("benchmarks/") else []
+    for method in METHODS:
+        extra = ["--model.lora.target_modules", "[q_proj]"] if method == "nlora_official.yaml" and not prefix else []
+        config = printed_config(fit_parser, *prefix, base, f"methods/{method}", extra=extra)
+        listed = yaml.safe_load((CONFIGS / "methods" / method).read_text())["model"]["methods"]
+        assert [m["name"] for m in config["model"]["methods"]] == [m["name"] for m in listed], (base, method)
+        assert [m["options"] for m in config["model"]["methods"]] == [m.get("options", {}) for m in listed], (base, method)
+        for entry in resolved_nlora(config):
+            assert entry.weight is not None or entry.name in ("gorp", "migu"), (base, method)

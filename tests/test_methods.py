@@ -50,6 +50,10 @@ def test_per_task_methods(tmp_path, accelerator, method, extra, regs):
     assert sorted(module.adapters.snapshots) == [0, 1] and module.adapter_mode == "per_task"
     assert reg_columns(columns) == regs
     assert len(metrics["acc_matrix"]) == 2 and metrics["BWT"] is not None
+    # after the last task every adapter is frozen; each listed term was computed and non-zero by task 1
+    assert not any(p.requires_grad for p in module.model.parameters())
+    for name in regs:
+        assert any(v > 0.0 for v in metric_values(tmp_path / method.replace("+", "_"), f"train/reg/{name}")), name
 
 
 @pytest.mark.slow

@@ -148,3 +148,10 @@ def test_held_out_tasks_are_evaluated_after_the_last_task_and_reported_apart(tin
     assert metrics["tasks"] == ["reviews", "topics"] and len(metrics["acc_matrix"][0]) == 2  # not in the matrix
     assert set(details["held_out"]) == {"intents"} and 0.0 <= details["held_out"]["intents"] <= 1.0
     assert "intents" in (run / "report.md").read_text()
+
+
+def test_the_module_follows_the_callbacks_sequence_settings_policy(tiny, tiny_llama_init, make_trainer):
+    # One policy for every module: a max_epochs that does not fit the sequence is refused in one line.
+    trainer = make_trainer(max_epochs=5)
+    with pytest.raises(ConfigurationError, match=r"^ContinualLightningModule: Trainer\(max_epochs=5\) does not fit the task sequence of 2 stages \(2 epochs\)"):
+        trainer.fit(tiny.module(tiny_llama_init), datamodule=tiny.data())

@@ -30,7 +30,10 @@ from torch import Tensor
 
 from nlora_lightning.errors import ConfigurationError
 
-__all__ = ["METHODS", "Method", "TaskBatches", "build_method", "describe_options", "get_method", "register_method", "zero_loss"]
+__all__ = [
+    "METHODS", "Method", "TaskBatches", "build_method", "describe_options", "full_options", "get_method", "register_method",
+    "zero_loss",
+]
 
 # ``batches(samples, batch_size)``: that many training samples of the finished task, collated, on the device.
 TaskBatches = Callable[[int, int], Iterator[dict[str, Tensor]]]
@@ -136,6 +139,23 @@ def describe_options(cls: type[Method]) -> str:
         kind = p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
         parts.append(f"{p.name}: {kind}" + ("" if p.default is p.empty else f" = {p.default!r}"))
     return ", ".join(parts) or "none"
+
+
+def full_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with every option the entry leaves out at its default (unknown names: as given).
+
+    Two entries that differ only in spelling out a default are the same method: checkpoints
+    compare entries in this form.
+
+    Example:
+        >>> full_options("lwf", {})
+        {'temperature': 2.0}
+    """
+    cls = METHODS.get(name)
+    if cls is None:
+        return dict(options)
+    defaults = {p.name: p.default for p in _options(cls) if p.default is not p.empty}
+    return {**defaults, **options}
 
 
 def build_method(name: str, options: dict[str, Any]) -> Method:

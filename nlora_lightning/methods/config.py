@@ -42,7 +42,7 @@ class MethodConfig:
         ValueError: If a lambda is negative or not finite, or options is not a mapping.
 
     Example:
-        >>> MethodConfig("nlora_l1", weight=0.4, task_weights={"WiC": 1.2}).weight_for("WiC")
+        >>> MethodConfig('nlora_l1', weight=0.4, task_weights={'WiC': 1.2}).weight_for('WiC')
         1.2
     """
 

@@ -25,7 +25,7 @@ class RegularizerConfig:
         ValueError: If a lambda is negative or not finite.
 
     Example:
-        >>> RegularizerConfig("nlora_l1", weight=0.4, task_weights={"WiC": 1.2}).weight_for("WiC")
+        >>> RegularizerConfig('nlora_l1', weight=0.4, task_weights={'WiC': 1.2}).weight_for('WiC')
         1.2
     """
 

@@ -10,13 +10,13 @@ from nlora_lightning.cli import NLoRACLI
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _fit_method_on_tiny(method: str, probe: pl.Callback, tmp_path: Path, accelerator: str) -> NLoRACLI:
+def _fit_method_on_tiny(method: str, probe: pl.Callback, tmp_path: Path, accelerator: str, *extra: str) -> NLoRACLI:
     """``configs/tiny.yaml`` + ``configs/methods/<method>.yaml``, no checkpoints or other callbacks, with ``probe``."""
     args = [
         "--config", str(REPO / "configs/tiny.yaml"), "--config", str(REPO / f"configs/methods/{method}.yaml"),
         "--trainer.accelerator", accelerator, "--trainer.default_root_dir", str(tmp_path / method),
         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", method,
-        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]",
+        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", *extra,
     ]
     cli = NLoRACLI(args=args, run=False)
     cli.trainer.callbacks.append(probe)

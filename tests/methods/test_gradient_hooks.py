@@ -114,3 +114,13 @@ def test_the_deprecated_lists_still_build_with_one_warning_each(tiny, tiny_llama
     warnings = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert len(warnings) == 3 and all("\n" not in w for w in warnings)
     assert any("model.regularizers" in w for w in warnings) and any("model.gradient_transforms" in w for w in warnings)
+
+
+def test_a_checkpoint_resumes_whether_an_entry_spells_out_a_default_option_or_not(tiny, tiny_llama_init):
+    spelled = tiny.module(tiny_llama_init, methods=[{"name": "nlora_l1", "weight": 0.1, "options": {"mode": "delta_w"}}])
+    spelled.configure_model()
+    checkpoint = {}
+    spelled.on_save_checkpoint(checkpoint)
+    tiny.module(tiny_llama_init, methods=[{"name": "nlora_l1", "weight": 0.1}]).check_checkpoint(checkpoint)
+    with pytest.raises(CheckpointMismatchError, match="methods"):
+        tiny.module(tiny_llama_init, methods=[{"name": "nlora_l1", "weight": 0.1, "options": {"mode": "official"}}]).check_checkpoint(checkpoint)

@@ -62,3 +62,23 @@ def test_official_mode_has_no_mean_and_an_unknown_reduction_is_refused():
         nlora_l1(layers[:1], mode="official", reduction="mean")
     with pytest.raises(ValueError, match="reduction must be 'sum' or 'mean'"):
         nlora_l1(layers, reduction="max")
+
+
+def test_the_module_penalises_the_raw_factors_not_the_scaled_update(tiny, tiny_llama_init):
+    from nlora_lightning.methods import MethodConfig
+
+    module = tiny.module(tiny_llama_init, methods=[MethodConfig("nlora_l1", 0.1)])  # r=2, alpha=8: scaling 4
+    module.configure_model()
+    layers = list(module.adapters.layers.values())
+    assert all(layer.scaling == 4.0 for layer in layers)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in layers:
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g))
+    # independent value: every entry of B A, one by one, in float64
+    expected = 0.0
+    for layer in layers:
+        A, B = layer.lora_A.detach().double(), layer.lora_B.detach().double()
+        expected += sum(abs(float((B[i] * A[:, j]).sum())) for i in range(B.shape[0]) for j in range(A.shape[1]))
+    weight, value = module.method_losses({}, None)["nlora_l1"]
+    assert weight == 0.1 and value.item() == pytest.approx(expected, rel=1e-5)
