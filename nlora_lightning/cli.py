@@ -184,12 +184,11 @@ class NLoRACLI(LightningCLI):
         self.model.check_configuration()
         self.datamodule.check_prompt_budget(self.model.tokenizer)
         directory = run_dir(self.trainer)
-        if self.trainer.global_rank == 0:  # DDP re-runs this command in every process; rank 0 owns the directory
-            for folder in {directory, *_checkpoint_folders(self.trainer)}:
-                check_writable(folder)
+        rank_zero = self.trainer.global_rank == 0  # DDP re-runs this command in every process; rank 0 owns the directory
+        if rank_zero and directory.is_dir():
             # Before the run's state is read: a second job must not resume or clear what the first is writing.
-            _SESSION["lock"] = RunLock(directory)
-            _SESSION["lock"].acquire()
+            # (A new directory is created only once the checkpoint checks below pass.)
+            _lock(directory)
         _SESSION.update(run_dir=directory, checkpoint_folders=_checkpoint_folders(self.trainer) or [directory / CHECKPOINTS])
         ckpt_path, overwrite = config.get("ckpt_path"), bool(config.get("overwrite"))
         finished = run_state(directory) == "finished"
@@ -199,7 +198,10 @@ class NLoRACLI(LightningCLI):
             self._check_resumable(checkpoint, given=str(ckpt_path))  # first, so that changed settings are named
         if ckpt_path is not None and finished and not overwrite:  # job scripts that always pass `last` must be safe
             raise RunDirectoryError(f"run {directory} already finished: nothing to resume; pass --overwrite to train it again")
-        if self.trainer.global_rank == 0:
+        if rank_zero:
+            for folder in {directory, *_checkpoint_folders(self.trainer)}:
+                check_writable(folder)
+            _lock(directory)
             guard_run_directory(directory, resuming=checkpoint is not None, overwrite=overwrite, resume_requested=ckpt_path == "last")
             print(f"nlora: run directory: {directory.resolve()}", file=sys.stderr)
         config["overwrite"] = False  # the saved config.yaml must not replace this run when rerun
@@ -260,6 +262,13 @@ def unreadable_checkpoint_message(path: Path, error: BaseException, given: str =
     if state is None:
         state = "is not a checkpoint: torch.load(weights_only=True) cannot read it"
     return f"ckpt_path {str(path)!r} {state} ({type(error).__name__}); give a .ckpt file written by nlora fit, or --ckpt_path last"
+
+
+def _lock(directory: Path) -> None:
+    """Hold the run directory's lock for the rest of the command (released in ``main``)."""
+    if "lock" not in _SESSION:
+        _SESSION["lock"] = RunLock(directory)
+    _SESSION["lock"].acquire()
 
 
 def _checkpoint_folders(trainer) -> list[Path]:
