@@ -41,7 +41,8 @@ __all__ = ["EVAL_SCHEDULES", "EVALUATION_SPLITS", "ReplayConfig", "TaskSequenceD
 
 EVAL_SCHEDULES = ("full", "diagonal_final")
 # Identity entries added after checkpoints were first written: a checkpoint without one had the default.
-_IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full", "validation_samples": None, "evaluate_on": "test"}
+_IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full", "validation_samples": None, "evaluate_on": "test",
+                      "natural_instructions": {"train_reference": "random", "score_references": "all", "on_empty_reference": "drop"}}
 
 log = logging.getLogger(__name__)
 
@@ -443,6 +444,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             "replay": None if self.replay is None else vars(self.replay),
             "task_header": self.task_header,
             "eval_schedule": self.eval_schedule,
+            "natural_instructions": vars(self.natural_instructions),  # which reference trains (natural-instructions tasks)
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -64,3 +64,14 @@ def test_fit_on_superni_tasks_writes_rouge_l_matrix_and_scored_predictions(super
         assert all(len(r["prediction"]) <= 6 for r in records)  # byte tokenizer: one character at most per new token
     lo, hi = metrics["AA_ci95"]
     assert lo <= metrics["AA"] <= hi
+
+
+def test_resuming_with_another_training_reference_is_refused(superni_dir, tiny):
+    from nlora_lightning.errors import CheckpointMismatchError
+
+    saved = tiny.data(tasks=[SUMMARY], data_dir=str(superni_dir)).state_dict()
+    other = tiny.data(tasks=[SUMMARY], data_dir=str(superni_dir), natural_instructions=NaturalInstructionsConfig(train_reference="first"))
+    with pytest.raises(CheckpointMismatchError, match="natural_instructions: checkpoint .*'random'.* vs now .*'first'"):
+        other.load_state_dict(saved)
+    older = {k: v for k, v in saved.items() if k != "natural_instructions"}  # written before the setting existed
+    tiny.data(tasks=[SUMMARY], data_dir=str(superni_dir)).load_state_dict(older)
