@@ -68,7 +68,7 @@ def test_counts_match_torch_flop_counter(frozen_tasks, frozen_form, cost):
     labels = torch.full_like(ids, -100)
     labels[:, 5:7] = ids[:, 5:7]
     with FlopCounterMode(display=False) as counter:
-        module._task_loss({"input_ids": ids, "attention_mask": mask, "labels": labels}).backward()
+        module.task_forward({"input_ids": ids, "attention_mask": mask, "labels": labels}).loss.backward()
     parts = training_step_flops(shape, adapters, 3, 10, logit_positions=int((labels[:, 1:] != -100).sum()))
     assert counter.get_total_flops() == parts["total"] - parts["attention"]
     module.model.eval()

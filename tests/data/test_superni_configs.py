@@ -34,7 +34,7 @@ def test_superni_config_composes_with_every_model(model, order):
     assert (data["max_new_tokens"], data["max_target_length"], data["epochs_per_task"]) == (50, 50, 100)
     assert data["natural_instructions"] == {"train_reference": "random", "score_references": "all", "on_empty_reference": "drop"}
     assert config["model"]["evaluation"]["mode"] == "generate" and config["trainer"]["accumulate_grad_batches"] == 4
-    assert config["model"]["regularizers"][0]["name"] == "nlora_l1"
+    assert config["model"]["methods"][0]["name"] == "nlora_l1"
 
 
 def test_superni_config_builds_the_data_module():
