@@ -12,9 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from nlora_lightning.cli import NLoRACLI
+from nlora_lightning.errors import UnfinishedRunError
 from nlora_lightning.export import export_run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -40,7 +42,9 @@ def test_the_old_checkpoint_exports_its_finished_task_and_live_slot(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy(CHECKPOINT, run / "checkpoints" / "last.ckpt")
-    exported = export_run(run, tmp_path / "export")
+    with pytest.raises(UnfinishedRunError, match="task 1 .* saved half-trained"):  # stopped mid-sequence
+        export_run(run, tmp_path / "export")
+    exported = export_run(run, tmp_path / "export", allow_unfinished=True)
     info = json.loads((exported / "export_info.json").read_text())
     assert [(t["index"], t["from"]) for t in info["tasks"]] == [(0, "snapshot"), (1, "trainable slot")]
     assert info["lora"]["r"] == 4 and (exported / info["tasks"][1]["folder"] / "adapter_model.safetensors").is_file()
