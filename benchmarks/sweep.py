@@ -1,7 +1,7 @@
 """Choose one setting of a method on validation data, then score the default and the chosen value on test.
 
     python benchmarks/sweep.py --method nlora \\
-        --key model.regularizer_defaults.nlora_l1/delta_w --template '{"weight": {value}}' \\
+        --key model.method_defaults.nlora_l1/delta_w --template '{"weight": {value}}' \\
         --grid 1e-5 1e-4 1e-3 1e-2 --default 1e-3 --validation-samples 50 \\
         --data-dir ../shared/data/CL_Benchmark --preset standard_order1 --model smollm2 \\
         --max-train-samples 250 --max-eval-samples 100 --seeds 0 --final-seeds 0 1 2 \\
@@ -197,7 +197,7 @@ def markdown(args: argparse.Namespace, argv: Optional[Sequence[str]], selection:
 def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", required=True, help="a file in configs/methods/ or a YAML path")
-    parser.add_argument("--key", required=True, help="the nlora fit option the grid sets, e.g. model.regularizer_defaults.nlora_l1/delta_w")
+    parser.add_argument("--key", required=True, help="the nlora fit option the grid sets, e.g. model.method_defaults.nlora_l1/delta_w")
     parser.add_argument("--template", default="{value}", help="its value with {value} for the grid value, e.g. '{\"weight\": {value}}'")
     parser.add_argument("--grid", nargs="+", required=True, help="values to try (numbers: ties go to the weaker end)")
     parser.add_argument("--default", default=None, help="the method's default value: rerun on test next to the chosen one")
