@@ -117,7 +117,7 @@ def nlora_command(spec: dict, run_dir: Path, timer_path: Path) -> list[str]:
     command += ["--data.eval_schedule", "full", "--model.evaluation.mode", "generate",
                 "--model.seed", str(spec["seed"]), "--seed_everything", str(spec["seed"]),
                 "--model.optimizer.init_args.lr", str(spec["lr"]), "--model.optimizer.init_args.weight_decay", "0.0",
-                "--model.regularizer_defaults.nlora_l1/delta_w", json.dumps({"weight": spec["lambda"]}),
+                "--model.method_defaults.nlora_l1/delta_w", json.dumps({"weight": spec["lambda"]}),
                 "--model.lora", json.dumps(spec["lora"]), "--overwrite"]
     return command
 

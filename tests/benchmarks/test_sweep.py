@@ -13,7 +13,7 @@ from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "sweep.py"
-NLORA_KEY = ["--key", "model.regularizer_defaults.nlora_l1/delta_w", "--template", '{"weight": {value}}']
+NLORA_KEY = ["--key", "model.method_defaults.nlora_l1/delta_w", "--template", '{"weight": {value}}']
 
 
 @pytest.fixture(scope="module")
