@@ -116,7 +116,8 @@ def test_t5_sequence_fits_end_to_end(tiny, tiny_t5_init, make_trainer, tmp_path)
     trainer.fit(module, datamodule=tiny.data(max_train_samples=8, max_eval_samples=4))
     assert module.is_seq2seq and len(module.adapters.layers) == 12
     metrics = json.loads((tmp_path / "t5" / "cl_metrics.json").read_text())
-    assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule"}
+    assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap",
+                            "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule"}
 
 
 @pytest.mark.slow

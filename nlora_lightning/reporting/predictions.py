@@ -151,7 +151,12 @@ def read_predictions(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def replace_stage(run_dir: str | Path, stage: Optional[int], records: Sequence[dict[str, Any]]) -> None:
-    """Replace the lines of ``stage`` (``None``: zero-shot) by ``records``; every other stage's lines stay."""
+    """Replace the lines of ``stage`` (``None``: zero-shot) by ``records``; every other stage's lines stay.
+
+    Nothing is written when there is neither a record nor a file (a module that returns no predictions).
+    """
+    if not records and not (Path(run_dir) / PREDICTIONS_FILE).is_file():
+        return
     kept = [r for r in read_predictions(run_dir) if r["stage"] != stage]
     write_predictions(run_dir, kept + list(records))
 

@@ -42,7 +42,11 @@ def test_replace_stage_keeps_other_stages_and_keep_stages_drops_the_rest(tmp_pat
     keep_stages(tmp_path, [])
     assert read_predictions(tmp_path) == []
     keep_stages(tmp_path / "none", [0])  # no file: nothing created
+    replace_stage(tmp_path / "none", 0, [])  # no predictions (a foreign module's evaluation): no file either
     assert not (tmp_path / "none").exists()
+    replace_stage(tmp_path, 0, [record(0, "a", 0, 1.0)])
+    replace_stage(tmp_path, 0, [])  # an evaluation without predictions still removes the stage's old lines
+    assert read_predictions(tmp_path) == []
 
 
 def test_scores_are_aligned_by_sample_id_and_unpairable_evaluations_give_none(tmp_path):
