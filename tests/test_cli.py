@@ -45,7 +45,7 @@ def test_fit_tiny_config_writes_matrix_and_metrics(tmp_path, accelerator):
 
 def test_print_config_composes_several_files(tmp_path):
     method = tmp_path / "method.yaml"
-    method.write_text("model:\n  regularizers:\n    - name: olora_orthogonality\n      weight: 0.5\n")
+    method.write_text("model:\n  methods:\n    - name: olora_orthogonality\n      weight: 0.5\n")
     result = run_cli("fit", "--config", "configs/tiny.yaml", "--config", str(method), "--print_config")
     assert "- name: olora_orthogonality" in result.stdout and "- name: nlora_l1" not in result.stdout
     assert "class_path: torch.optim.AdamW" in result.stdout
