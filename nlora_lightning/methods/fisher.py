@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from nlora_lightning.methods.base import Method
-from nlora_lightning.models.forward import eval_mode, per_sample_loss
 
 __all__ = ["OnlineImportance", "layer_signals", "slot_fisher", "update_fisher"]
 
@@ -36,6 +35,8 @@ Signals = tuple[int, dict[str, list[tuple[Tensor, Tensor]]]]
 @contextmanager
 def _estimation_mode(module: Any) -> Iterator[None]:
     """Eval mode, gradients on, embeddings' output requiring grad (so every layer output is in the graph)."""
+    from nlora_lightning.models.forward import eval_mode  # here: importing the methods must not load transformers
+
     model = module.model
 
     def require_grad(_module, _args, output):
@@ -53,6 +54,8 @@ def _estimation_mode(module: Any) -> Iterator[None]:
 
 def layer_signals(module: Any, batches: Iterable[Batch], per_sample: bool = True) -> Iterator[Signals]:
     """Per sample (or per batch), the gradient of its loss at every adapted layer's output, with the layer's input."""
+    from nlora_lightning.models.forward import per_sample_loss
+
     calls: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def keep(name):

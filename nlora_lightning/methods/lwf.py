@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from nlora_lightning.methods.base import Method, register_method, zero_loss
-from nlora_lightning.models.forward import eval_mode
 from nlora_lightning.regularizers import functional as F
 
 __all__ = ["LwF"]
@@ -44,6 +43,8 @@ class LwF(Method):
 
     def teacher_logits(self, module: Any, batch: dict[str, Tensor]) -> Tensor:
         """Answer logits of the model with the earlier adapters only (no gradient, eval mode)."""
+        from nlora_lightning.models.forward import eval_mode  # here: importing the methods must not load transformers
+
         adapters = module.adapters
         slot_was_enabled = all(layer.slot_enabled for layer in adapters.layers.values())
         adapters.set_slot_enabled(False)
