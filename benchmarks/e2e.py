@@ -224,8 +224,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return {}
     if args.quick:
         args.train_samples, args.eval_samples = min(args.train_samples, 16), min(args.eval_samples, 16)
-    if args.data_dir is None and args.preset != "toy" and args.model != "tiny" and (REPO.parent / "shared" / "data" / "CL_Benchmark").is_dir():
-        args.data_dir = str(REPO.parent / "shared" / "data" / "CL_Benchmark")
+    needs_data = (args.preset or ("toy" if args.model == "tiny" else "standard_order1")) != "toy"
+    if needs_data and args.data_dir is None:  # the repository's sibling shared/ folder (also from a git worktree)
+        found = [p for p in (REPO.parent, REPO.parents[1]) if (p / "shared" / "data" / "CL_Benchmark").is_dir()]
+        if not found:
+            parser.error("the benchmark's tasks need --data-dir (a CL_Benchmark folder); none found beside the repository")
+        args.data_dir = str(found[0] / "shared" / "data" / "CL_Benchmark")
     with tempfile.TemporaryDirectory(prefix="nlora-e2e-") as scratch:
         work = Path(args.work_dir or scratch).resolve()
         work.mkdir(parents=True, exist_ok=True)
