@@ -33,7 +33,8 @@ def test_fit_tiny_config_writes_matrix_and_metrics(tmp_path, accelerator):
     result = run_cli("fit", *tiny_args(tmp_path, accelerator))
     run = tmp_path / "tiny"
     metrics = json.loads((run / "cl_metrics.json").read_text())
-    assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule"}
+    assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap", "eval_schedule",
+                            "metric", "task_metrics", "scoring", "retention"}
     assert metrics["tasks"] == ["reviews", "topics"]
     assert len(metrics["acc_matrix"]) == 2 and all(len(row) == 2 for row in metrics["acc_matrix"])
     assert all(v is not None for row in metrics["acc_matrix"] for v in row)
