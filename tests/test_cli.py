@@ -34,7 +34,8 @@ def test_fit_tiny_config_writes_matrix_and_metrics(tmp_path, accelerator):
     run = tmp_path / "tiny"
     metrics = json.loads((run / "cl_metrics.json").read_text())
     assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap",
-                            "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule"}
+                            "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule", "metric", "task_metrics",
+                            "scoring", "retention"}
     assert set(metrics["baselines"]["tasks"]) == {"reviews", "topics"} and "trivial baselines: AA of always" in result.stdout
     assert metrics["tasks"] == ["reviews", "topics"]
     assert len(metrics["acc_matrix"]) == 2 and all(len(row) == 2 for row in metrics["acc_matrix"])
