@@ -117,7 +117,8 @@ def test_t5_sequence_fits_end_to_end(tiny, tiny_t5_init, make_trainer, tmp_path)
     assert module.is_seq2seq and len(module.adapters.layers) == 12
     metrics = json.loads((tmp_path / "t5" / "cl_metrics.json").read_text())
     assert set(metrics) == {"tasks", "acc_matrix", "AA", "BWT", "forgetting", "FWT", "AA_ci95", "BWT_ci95", "bootstrap",
-                            "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule"}
+                            "AA_chance", "AA_majority", "never_learned", "baselines", "eval_schedule", "metric", "task_metrics",
+                            "scoring", "retention"}
 
 
 @pytest.mark.slow

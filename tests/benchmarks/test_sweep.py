@@ -94,7 +94,7 @@ def test_selection_scores_carved_train_samples_only_and_the_test_rerun_scores_te
         run = out / folder / "value_0.01" / "nlora-seed0"
         info = json.loads((run / "run_info.json").read_text())["hyperparameters"]
         assert info["evaluate_on"] == split and info["validation_samples"] == 8
-        assert info["regularizers"][0]["weight"] == 0.01  # the grid value reached the run
+        assert info["methods"][0]["weight"] == 0.01  # the grid value reached the run
         assert f"| evaluate on | {split} |" in (run / "report.md").read_text()  # the report names the scored split
         for index, task in enumerate(["reviews", "topics"]):
             train, test = toy_file(task, "train"), toy_file(task, "test")
