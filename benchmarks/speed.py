@@ -3,6 +3,7 @@
     python benchmarks/speed.py --quick                      # SmolLM2 on CPU, <= 5 minutes on 2 cores
     python benchmarks/speed.py --device cuda --random-weights llama_7b   # real shapes, random weights
     python benchmarks/speed.py --growth [--quick]     # task 1..100 per consolidation mode, FLOP/s (growth.py)
+    python benchmarks/speed.py --eval-superni [--quick]   # 64 SuperNI prompts: our evaluation vs model.generate (eval_speed.py)
 
 Every ratio compares variants timed round-robin in the same process (one step of each variant per
 round, median over rounds, after warm-up), so drift of the machine affects all variants alike.
@@ -257,12 +258,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--imports-only", action="store_true", help="only the import times (seconds, no model)")
     parser.add_argument("--growth", action="store_true", help="cost at task 1..T per consolidation mode, FLOP/s utilisation (growth.py)")
     parser.add_argument("--tasks", default="1,15,50,100", help="--growth: the tasks T to measure at, starting at 1")
-    parser.add_argument("--tiny", action="store_true", help="--growth on a tiny LLaMA (seconds; for tests)")
+    parser.add_argument("--tiny", action="store_true", help="--growth/--eval-superni on a tiny LLaMA (seconds; for tests)")
+    parser.add_argument("--eval-superni", action="store_true", help="64 SuperNI prompts: our evaluation vs a model.generate loop (eval_speed.py)")
+    parser.add_argument("--superni-dir", default=str(REPO.parent / "shared" / "data" / "SuperNI"))
     args = parser.parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    if args.eval_superni:
+        from benchmarks import eval_speed
+
+        return eval_speed.run(args)
     if args.growth:
         from benchmarks import growth
 
-        args.argv = argv if argv is not None else sys.argv[1:]
         return growth.main(args)
     if args.imports_only:
         figures, note = import_figures(runs=3 if args.quick else 5)

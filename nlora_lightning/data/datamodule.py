@@ -92,6 +92,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         epochs_per_task: Epochs of each stage (the paper: 10).
         batch_size: Training batch size per device.
         eval_batch_size: Evaluation batch size (default: ``batch_size``).
+        sort_eval_by_length: Evaluate each task's samples longest prompt first, so a batch holds
+            prompts of similar length and pads little (scores are kept per sample: no result changes).
         max_source_length: Prompt token budget (sentences are shortened past it; see ``encoding``).
         max_target_length: Answer token budget, EOS included.
         joint: Train all tasks at once in a single stage (multi-task learning).
@@ -144,6 +146,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         epochs_per_task: int = 1,
         batch_size: int = 8,
         eval_batch_size: Optional[int] = None,
+        sort_eval_by_length: bool = True,
         max_source_length: int = 512,
         max_target_length: int = 50,
         joint: bool = False,
@@ -198,6 +201,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         self.epochs_per_task = epochs_per_task
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.sort_eval_by_length = bool(sort_eval_by_length)
         self.max_source_length = max_source_length
         self.max_target_length = max_target_length
         self.joint = joint
@@ -414,7 +418,8 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                 DataLoader(
                     examples,
                     batch_size=self.eval_batch_size,
-                    sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world),
+                    sampler=ScheduledSampler(len(examples), (lambda t=t: t in self.scheduled_eval_tasks()), rank, world,
+                                             order=self._evaluation_order(examples)),
                     collate_fn=EvalCollator(self.tokenizer.pad_token_id, bool(self.decoder_only), t, self._candidates[t],
                                             self._label_names[t], self.task_metric_names[t],
                                             self.max_new_tokens or (None if self._candidates[t] else self.max_target_length)),
@@ -423,6 +428,11 @@ class TaskSequenceDataModule(pl.LightningDataModule):
                 for t, examples in enumerate(self._eval_examples)
             ]
         return self._eval_loaders
+
+    def _evaluation_order(self, examples: list[dict]) -> Optional[list[int]]:
+        if not self.sort_eval_by_length:
+            return None
+        return sorted(range(len(examples)), key=lambda i: -len(examples[i]["prompt_ids"]))  # stable: ties keep file order
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._evaluation_loaders()

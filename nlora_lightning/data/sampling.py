@@ -120,14 +120,20 @@ class ScheduledSampler(_ShardedSampler):
 
     ``is_scheduled`` is asked at every iteration, so a fixed set of per-task loaders can serve every
     evaluation point of the sequence. Shards are not padded: every sample is counted exactly once.
+    ``order`` is the sequence in which samples are visited (default: file order), e.g. longest
+    prompt first so each batch pads little; scores are kept per sample id, so order changes no result.
     """
 
-    def __init__(self, length: int, is_scheduled: Callable[[], bool], rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, is_scheduled: Callable[[], bool], rank: int = 0, world_size: int = 1,
+                 order: Optional[Sequence[int]] = None) -> None:
         super().__init__(length, rank, world_size)
+        if order is not None and sorted(order) != list(range(length)):
+            raise ValueError(f"order must be a permutation of range({length})")
         self.is_scheduled = is_scheduled
+        self.order = list(order) if order is not None else list(range(length))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.num_replicas) if self.is_scheduled() else [])
+        return iter(self.order[self.rank :: self.num_replicas] if self.is_scheduled() else [])
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.num_replicas)) if self.is_scheduled() else 0

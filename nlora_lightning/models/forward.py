@@ -7,13 +7,14 @@ the head over the whole vocabulary (49,152 words for SmolLM2) is a large share o
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nlora_lightning.models.generation import generate_answers  # re-exported: evaluation calls fwd.generate_answers
 
 __all__ = [
     "IGNORE_INDEX",
@@ -129,34 +130,6 @@ def causal_lm_loss(
 def seq2seq_loss(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> Tensor:
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
     return task_forward(model, batch, seq2seq=True).loss
-
-
-@torch.no_grad()
-def generate_answers(
-    model: nn.Module,
-    tokenizer,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    max_new_tokens: int,
-    is_seq2seq: bool,
-) -> list[str]:
-    """Greedy decoding with the KV cache, stopping at EOS or after ``max_new_tokens``.
-
-    Decoder-only prompts must be left-padded so every row's answer starts at the same column.
-    """
-    config = copy.deepcopy(model.generation_config)
-    for name in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty"):
-        if hasattr(config, name):
-            setattr(config, name, None)
-    config.do_sample = False
-    config.num_beams = 1
-    config.max_new_tokens = max_new_tokens
-    config.max_length = None
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-    answers = output if is_seq2seq else output[:, input_ids.shape[1] :]
-    return tokenizer.batch_decode(answers, skip_special_tokens=True)
 
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int, left: bool = False, device: Optional[torch.device] = None) -> Tensor:

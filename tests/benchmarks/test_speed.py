@@ -32,3 +32,11 @@ def test_growth_tiny_form(capsys):
     assert checkpoint_mib[("lowrank", "3")] > checkpoint_mib[("lowrank", "1")]  # two more adapters stored
     assert out["tasks"] == [1, 3]
     assert any("aten::" in line for line in printed)  # the profile's operator table
+
+
+def test_eval_superni_tiny_times_both_paths_on_the_same_prompts(capsys):
+    out = speed.main(["--eval-superni", "--tiny"])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == out
+    assert out["prompts"] == 32 and out["nlora_s"] > 0 and out["plain_generate_s"] > 0
+    assert out["superni_eval_vs_generate"] == pytest.approx(out["nlora_s"] / out["plain_generate_s"], rel=1e-2)
+    assert out["answers_identical"] == out["prompts"]  # same greedy tokens, whatever the batch order

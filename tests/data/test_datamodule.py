@@ -122,3 +122,19 @@ def test_checkpoint_from_another_sequence_is_refused():
     other = TaskSequenceDataModule(tasks=["topics", "reviews"])
     with pytest.raises(CheckpointMismatchError, match=r"task_names: checkpoint \['reviews', 'topics'\] vs now \['topics', 'reviews'\]"):
         other.load_state_dict(dm.state_dict())
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_evaluation_batches_go_longest_prompt_first_and_cover_every_sample(sort):
+    dm = ready(TaskSequenceDataModule(tasks=["reviews", "topics"], max_train_samples=8, max_eval_samples=12, batch_size=4,
+                                      eval_batch_size=4, sort_eval_by_length=sort))
+    fake_trainer(dm, epoch=0, fn=TrainerFn.VALIDATING)
+    loader = dm.val_dataloader()[0]
+    batches = list(loader)
+    lengths = [len(p) for b in batches for p in b["prompt_ids"]]
+    ids = [i for b in batches for i in b["sample_id"]]
+    assert sorted(ids) == sorted(e["sample_id"] for e in loader.dataset)
+    if sort:
+        assert lengths == sorted(lengths, reverse=True)
+    else:
+        assert ids == [e["sample_id"] for e in loader.dataset] and lengths != sorted(lengths, reverse=True)

@@ -80,3 +80,12 @@ def test_resumable_loader_ignores_state_of_another_epoch():
     loader = ResumableDataLoader(list(range(6)), batch_size=2, sampler=EpochSampler(6, seed=0, epoch=1))
     loader.load_state_dict({"epoch": 0, "batches_yielded": 2})
     assert len(list(loader)) == 3
+
+
+def test_scheduled_sampler_follows_the_given_order_and_shards_it():
+    order = [3, 0, 4, 1, 2]
+    assert list(ScheduledSampler(5, lambda: True, order=order)) == order
+    shards = [list(ScheduledSampler(5, lambda: True, rank=r, world_size=2, order=order)) for r in range(2)]
+    assert shards == [[3, 4, 2], [0, 1]]  # every sample exactly once over the ranks
+    with pytest.raises(ValueError, match="permutation"):
+        ScheduledSampler(5, lambda: True, order=[0, 1, 1, 2, 3])

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+
+from nlora_lightning.models import byte_tokenizer
+from nlora_lightning.models.generation import generate_answers, greedy_decode, plain_greedy
+from nlora_lightning.models.loading import random_init_config
+
+NEW_TOKENS = 12
+
+
+@pytest.fixture
+def llama(tiny_llama_init):
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(random_init_config(tiny_llama_init, tok)).eval(), tok
+
+
+def left_padded(tok, texts):
+    prompts = [tok.encode(t) for t in texts]
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), tok.pad_token_id)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+def hf_greedy(model, ids, mask, eos, pad, new_tokens=NEW_TOKENS):
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=pad)
+    rows = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:].tolist()
+    out = []
+    for row in rows:
+        out.append(row[: row.index(eos) + 1] if eos in row else row)
+    return out
+
+
+def an_eos_that_ends_rows_at_different_steps(model, ids, mask, pad):
+    """A token the model emits in several rows at different steps: as EOS, rows leave the batch one by one."""
+    free = hf_greedy(model, ids, mask, eos=None, pad=pad)
+    first_step = {}
+    for row in free:
+        for step, token in enumerate(row):
+            first_step.setdefault(token, []).append(step) if row.index(token) == step else None
+    spread = {t: s for t, s in first_step.items() if len(s) >= 2 and len(set(s)) >= 2 and max(s) < NEW_TOKENS - 1}
+    assert spread, "the fixture model must emit some token in two rows at different steps"
+    return max(spread, key=lambda t: (len(spread[t]), len(set(spread[t]))))
+
+
+TEXTS = ["Task: a long prompt with several words\nAnswer:", "x\nAnswer:", "medium prompt\nAnswer:",
+         "Task: another\nAnswer:", "q\nA:", "the quick brown fox jumps\nAnswer:"]
+
+
+def test_greedy_decode_equals_generate_when_rows_finish_at_different_steps(llama):
+    model, tok = llama
+    ids, mask = left_padded(tok, TEXTS)
+    eos = an_eos_that_ends_rows_at_different_steps(model, ids, mask, tok.pad_token_id)
+    expected = hf_greedy(model, ids, mask, eos, tok.pad_token_id)
+    ends = [len(row) for row in expected if row and row[-1] == eos]
+    assert len(set(ends)) >= 2  # the case under test: rows leave the batch at different steps
+    assert greedy_decode(model, ids, mask, NEW_TOKENS, eos) == expected
+
+
+def test_greedy_decode_equals_generate_with_adapters(tiny, tiny_llama_init):
+    module = tiny.module(tiny_llama_init)
+    module.configure_model()
+    torch.manual_seed(1)
+    for p in module.model.parameters():  # nonzero LoRA factors: the adapters change the answer
+        if p.requires_grad:
+            p.data.normal_(0, 0.5)
+    model, tok = module.model.eval(), module.tokenizer
+    ids, mask = left_padded(tok, TEXTS)
+    eos = an_eos_that_ends_rows_at_different_steps(model, ids, mask, tok.pad_token_id)
+    assert greedy_decode(model, ids, mask, NEW_TOKENS, eos) == hf_greedy(model, ids, mask, eos, tok.pad_token_id)
+
+
+def test_generate_answers_decodes_the_greedy_tokens(llama):
+    model, tok = llama
+    ids, mask = left_padded(tok, TEXTS)
+    expected = tok.batch_decode(hf_greedy(model, ids, mask, tok.eos_token_id, tok.pad_token_id), skip_special_tokens=True)
+    assert generate_answers(model, tok, ids, mask, NEW_TOKENS, is_seq2seq=False) == expected
+
+
+def test_settings_that_alter_greedy_choices_use_generate(llama):
+    model, tok = llama
+    assert plain_greedy(GenerationConfig())
+    assert not plain_greedy(GenerationConfig(no_repeat_ngram_size=2))
+    ids, mask = left_padded(tok, TEXTS)
+    plain = generate_answers(model, tok, ids, mask, NEW_TOKENS, is_seq2seq=False)
+    model.generation_config.no_repeat_ngram_size = 1  # honoured only by model.generate
+    config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, no_repeat_ngram_size=1,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    expected = tok.batch_decode(model.generate(input_ids=ids, attention_mask=mask, generation_config=config)[:, ids.shape[1]:],
+                                skip_special_tokens=True)
+    assert expected != plain  # the setting changes the answers of this model
+    assert generate_answers(model, tok, ids, mask, NEW_TOKENS, is_seq2seq=False) == expected
+
+
+def test_zero_new_tokens_and_empty_batches(llama):
+    model, tok = llama
+    ids, mask = left_padded(tok, TEXTS[:2])
+    assert greedy_decode(model, ids, mask, 0, tok.eos_token_id) == [[], []]
+    assert greedy_decode(model, ids[:0], mask[:0], 5, tok.eos_token_id) == []
