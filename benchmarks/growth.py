@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from benchmarks.flops import AdapterShape, DecoderShape, generation_flops, matmul_peak_flops, profile_table, training_step_flops
-from nlora_lightning import ContinualLightningModule, LoRAConfig, RegularizerConfig
+from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig
 from nlora_lightning.data.collate import TrainCollator
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.forward import pad_rows
@@ -56,7 +56,7 @@ def build(shape: dict, consolidation: str, tasks: int, device: torch.device, see
     """A module whose store holds ``tasks - 1`` finished, trained-looking adapters (random B), slot live."""
     module = ContinualLightningModule(random_init=shape, tokenizer="byte", consolidation=consolidation,
                                       lora=LoRAConfig(r=8, alpha=32, dropout=0.1),
-                                      regularizers=[RegularizerConfig("nlora_l1", 0.4)])
+                                      methods=[MethodConfig("nlora_l1", 0.4)])
     module.configure_model()
     module.to(device)
     adapters = module.adapters

@@ -9,7 +9,7 @@
 
 ``--key`` is any ``nlora fit`` option and ``--template`` its value with ``{value}`` where the grid
 value goes, so the tool knows nothing of a method's API: a regularizer weight as above, MIGU's mask
-ratio (``--key model.gradient_transforms --template '[{"name": "migu", "options": {"top_ratio":
+ratio (``--key model.methods --template '[{"name": "migu", "options": {"top_ratio":
 {value}, "skip_first_task": true}}]' --weaker larger``) or GORP's energy threshold likewise.
 
 Protocol (every run is one ``nlora fit`` of ``compare_methods.py``, so the sweep is restartable:

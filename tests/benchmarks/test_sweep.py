@@ -112,10 +112,10 @@ def test_selection_scores_carved_train_samples_only_and_the_test_rerun_scores_te
 def test_an_option_sweep_reaches_the_fit_command_through_the_template(sweep, tmp_path):
     # MIGU's kept-gradient ratio: a list-valued option, swept with the same tool as a weight
     template = '[{"name": "migu", "options": {"top_ratio": {value}, "skip_first_task": true}}]'
-    args = sweep.parse(tiny_args(tmp_path / "sweep", "--method", "migu", "--key", "model.gradient_transforms", "--template",
+    args = sweep.parse(tiny_args(tmp_path / "sweep", "--method", "migu", "--key", "model.methods", "--template",
                                  template, "--grid", "0.1", "0.3", "--weaker", "larger"))
     command = sweep.compare_methods.fit_command(sweep.fit_args(args, "0.3", "validation"), args.method, 0,
                                                 tmp_path / "run", "empty")
-    assert '--model.gradient_transforms=[{"name": "migu", "options": {"top_ratio": 0.3, "skip_first_task": true}}]' in command
+    assert '--model.methods=[{"name": "migu", "options": {"top_ratio": 0.3, "skip_first_task": true}}]' in command
     assert command[-2:] == ["--data.validation_samples=8", "--data.evaluate_on=validation"]
     assert any(part.endswith("configs/methods/migu.yaml") for part in command)

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig, RegularizerConfig, TaskSequenceDataModule
+from nlora_lightning import ContinualLightningModule, LoRAConfig, MethodConfig, TaskSequenceDataModule
 from nlora_lightning.callbacks import ForgettingMetrics
 from nlora_lightning.data.benchmark import load_task
 from nlora_lightning.data.sampling import stratified_subsample
@@ -113,7 +113,7 @@ def fit_random_label_run(root: Path, name: str, data_dir: Path, ckpt_path=None, 
             "num_key_value_heads": 2, "max_position_embeddings": 1024}
     module = ContinualLightningModule(random_init=init, tokenizer="byte", lora=LoRAConfig(r=2, alpha=8, dropout=0.0),
                                       evaluation={"mode": "rank"}, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
-                                      regularizers=[RegularizerConfig("nlora_l1", weight=0.01)])
+                                      methods=[MethodConfig("nlora_l1", weight=0.01)])
     data = TaskSequenceDataModule(tasks=TASKS, data_dir=str(data_dir), max_train_samples=16, max_eval_samples=16, batch_size=8,
                                   eval_batch_size=8, max_source_length=256, max_target_length=12)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
