@@ -10,7 +10,7 @@ which call :func:`apply_sequence_settings` at ``on_fit_start`` (after every ``se
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_debug, rank_zero_info
 
 from nlora_lightning.callbacks.protocol import TaskSequence
 from nlora_lightning.errors import ConfigurationError
@@ -45,7 +45,9 @@ def apply_sequence_settings(trainer: pl.Trainer, caller: str) -> None:
     """Make the Trainer run the sequence: ``max_epochs`` = its epochs, the train loader reloaded every epoch.
 
     An unset ``max_epochs`` (``None``, ``-1``, or Lightning's default 1000) and any
-    ``reload_dataloaders_every_n_epochs`` other than 1 are set, with one info line each. Idempotent.
+    ``reload_dataloaders_every_n_epochs`` other than 1 are set. Only overriding a value the user
+    chose (a reload interval other than Lightning's default 0) logs an info line; filling in
+    defaults logs at debug level, so a plain run's console stays quiet. Idempotent.
 
     Raises:
         ConfigurationError: If ``max_epochs`` was given and differs from the sequence's epochs (fewer
@@ -60,9 +62,10 @@ def apply_sequence_settings(trainer: pl.Trainer, caller: str) -> None:
                 f"{caller}: Trainer(max_epochs={fit_loop.max_epochs}) does not fit the task sequence of "
                 f"{datamodule.num_stages} stages ({total} epochs); set max_epochs={total} or leave it unset"
             )
-        rank_zero_info(f"{caller}: max_epochs set to {total}, the task sequence's epochs ({datamodule.num_stages} stages)")
+        rank_zero_debug(f"{caller}: max_epochs set to {total}, the task sequence's epochs ({datamodule.num_stages} stages)")
         fit_loop.max_epochs = total
     if trainer.reload_dataloaders_every_n_epochs != 1:
-        rank_zero_info(f"{caller}: reload_dataloaders_every_n_epochs set to 1 (was {trainer.reload_dataloaders_every_n_epochs}): "
-                       "each stage trains on its own data")
+        report = rank_zero_info if trainer.reload_dataloaders_every_n_epochs != 0 else rank_zero_debug
+        report(f"{caller}: reload_dataloaders_every_n_epochs set to 1 (was {trainer.reload_dataloaders_every_n_epochs}): "
+               "each stage trains on its own data")
         trainer.reload_dataloaders_every_n_epochs = 1

@@ -37,6 +37,16 @@ KEY_NOTES = {
 }
 
 
+def check_form(mode: str, reduction: str) -> None:
+    """Raise ``ValueError`` unless ``mode`` and ``reduction`` name one of the penalty's forms."""
+    if mode not in MODES:
+        raise ValueError(f"nlora_l1 mode must be one of {list(MODES)}, got {mode!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"nlora_l1 reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if mode == "official" and reduction != "sum":
+        raise ValueError("nlora_l1 reduction='mean' applies to mode='delta_w' only (official is the released code's sum)")
+
+
 def nlora_l1_penalty(layers: Sequence[Any], mode: str = "delta_w", blocked: bool = True,
                      block_rows: Optional[int] = None, reduction: str = "sum") -> Tensor:
     """N-LoRA's penalty summed over layers (``LayerFactors``: raw ``A``, ``B`` of the slot); see :class:`NLoRAL1`.
@@ -44,12 +54,7 @@ def nlora_l1_penalty(layers: Sequence[Any], mode: str = "delta_w", blocked: bool
     Raises:
         ValueError: For an unknown mode or reduction, ``mean`` with ``official``, or no layers.
     """
-    if mode not in MODES:
-        raise ValueError(f"nlora_l1 mode must be one of {list(MODES)}, got {mode!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"nlora_l1 reduction must be 'sum' or 'mean', got {reduction!r}")
-    if mode == "official" and reduction != "sum":
-        raise ValueError("nlora_l1 reduction='mean' applies to mode='delta_w' only (official is the released code's sum)")
+    check_form(mode, reduction)
     if mode == "delta_w":
         if blocked:
             values = [F.l1_of_product(l.B, l.A, block_rows) for l in layers]
@@ -89,12 +94,7 @@ class NLoRAL1(Method):
 
     def __init__(self, mode: Literal["delta_w", "official"] = "delta_w", blocked: bool = True,
                  block_rows: Optional[int] = None, reduction: Literal["sum", "mean"] = "sum") -> None:
-        if mode not in MODES:
-            raise ValueError(f"nlora_l1 mode must be one of {list(MODES)}, got {mode!r}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"nlora_l1 reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-        if mode == "official" and reduction != "sum":
-            raise ValueError("nlora_l1 reduction='mean' applies to mode='delta_w' only (official is the released code's sum)")
+        check_form(mode, reduction)
         self.mode, self.blocked, self.block_rows, self.reduction = mode, blocked, block_rows, reduction
 
     def lambda_key(self) -> str:
