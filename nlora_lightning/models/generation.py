@@ -14,7 +14,13 @@ import copy
 import torch
 from torch import Tensor, nn
 
-__all__ = ["generate_answers", "greedy_decode", "plain_greedy"]
+__all__ = ["generate_answers", "greedy_decode", "length_groups", "plain_greedy"]
+
+# What one decode step costs, in prompt tokens of the prompt pass. The prompt pass is compute-bound
+# (~70 % of the matmul peak on 2 CPU cores), a decode step is not (~8 %: the weights are read for a
+# few rows), so one step costs about what 50-60 prompt tokens cost (SmolLM2-135M on 2 CPU cores,
+# benchmarks/results/performance.md). length_groups splits a batch only where padding costs more.
+DECODE_STEP_TOKENS = 64
 
 # Generation settings that change which token greedy decoding picks: with any of them set, the
 # model's own ``generate`` runs (it implements them), not the lean loop.
@@ -72,6 +78,40 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, m
     return tokens
 
 
+def length_groups(lengths: list[int], new_tokens: int, step_tokens: int = DECODE_STEP_TOKENS) -> list[list[int]]:
+    """Rows grouped by prompt length so that padding plus decode steps cost least.
+
+    A group of ``n`` rows whose longest prompt has ``w`` tokens costs ``n * w`` prompt tokens (its
+    padding included) plus ``new_tokens * step_tokens`` for its decode loop. With the rows sorted
+    longest first, the cheapest split into contiguous groups is found exactly by dynamic programming.
+
+    Args:
+        lengths: Each row's prompt length (no padding).
+        new_tokens: Decode steps a group may take (``max_new_tokens``).
+        step_tokens: The cost of one decode step in prompt tokens.
+
+    Returns:
+        Lists of row indices, longest prompts first; every row exactly once.
+
+    Example:
+        >>> length_groups([100, 10, 98, 12], new_tokens=1, step_tokens=8)
+        [[0, 2], [3, 1]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    fixed = new_tokens * step_tokens
+    best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):  # best[end]: cheapest cost of the first `end` rows
+        for start in range(end):
+            cost = best[start] + (end - start) * lengths[order[start]] + fixed
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
 @torch.no_grad()
 def generate_answers(
     model: nn.Module,
@@ -84,15 +124,24 @@ def generate_answers(
     """Greedy decoding with the KV cache, stopping each row at its EOS or after ``max_new_tokens``.
 
     Decoder-only prompts must be left-padded so every row's answer starts at the same column. They
-    run through :func:`greedy_decode` unless the model's generation config alters greedy choices;
-    encoder-decoder models (and those configs) use ``model.generate``.
+    run through :func:`greedy_decode` unless the model's generation config alters greedy choices,
+    in groups of similar prompt length (:func:`length_groups`: a batch pads less); encoder-decoder
+    models (and those configs) use ``model.generate``.
     """
     config = copy.deepcopy(model.generation_config)
     for name in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty"):
         if hasattr(config, name):
             setattr(config, name, None)
     if not is_seq2seq and plain_greedy(config):
-        rows = greedy_decode(model, input_ids, attention_mask, max_new_tokens, tokenizer.eos_token_id)
+        lengths = attention_mask.sum(-1).tolist()
+        rows: list[list[int]] = [[] for _ in lengths]
+        for group in length_groups(lengths, max_new_tokens, DECODE_STEP_TOKENS):
+            width = max(lengths[i] for i in group)  # left padding: the group's prompts fit in the last columns
+            index = torch.tensor(group, device=input_ids.device)
+            tokens = greedy_decode(model, input_ids[index, -width:], attention_mask[index, -width:], max_new_tokens,
+                                   tokenizer.eos_token_id)
+            for i, row in zip(group, tokens):
+                rows[i] = row
         return tokenizer.batch_decode(rows, skip_special_tokens=True)
     config.do_sample = False
     config.num_beams = 1

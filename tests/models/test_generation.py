@@ -3,7 +3,7 @@ import torch
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from nlora_lightning.models import byte_tokenizer
-from nlora_lightning.models.generation import generate_answers, greedy_decode, plain_greedy
+from nlora_lightning.models.generation import generate_answers, greedy_decode, length_groups, plain_greedy
 from nlora_lightning.models.loading import random_init_config
 
 NEW_TOKENS = 12
@@ -102,3 +102,45 @@ def test_zero_new_tokens_and_empty_batches(llama):
     ids, mask = left_padded(tok, TEXTS[:2])
     assert greedy_decode(model, ids, mask, 0, tok.eos_token_id) == [[], []]
     assert greedy_decode(model, ids[:0], mask[:0], 5, tok.eos_token_id) == []
+
+
+def brute_force_cost(lengths, new_tokens, step_tokens):
+    """The cheapest split of the longest-first rows into contiguous groups, by trying every split."""
+    import itertools
+
+    order = sorted(lengths, reverse=True)
+    best = float("inf")
+    for cuts in itertools.product([False, True], repeat=max(0, len(order) - 1)):
+        groups, start = [], 0
+        for i, cut in enumerate(cuts, start=1):
+            if cut:
+                groups.append(order[start:i])
+                start = i
+        groups.append(order[start:])
+        best = min(best, sum(len(g) * g[0] + new_tokens * step_tokens for g in groups))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("new_tokens,step_tokens", [(1, 0), (1, 8), (4, 16), (50, 64)])
+def test_length_groups_is_the_cheapest_split_and_covers_every_row(seed, new_tokens, step_tokens):
+    import random
+
+    lengths = [random.Random(seed * 10 + i).randint(1, 120) for i in range(7)]
+    groups = length_groups(lengths, new_tokens, step_tokens)
+    assert sorted(i for g in groups for i in g) == list(range(7))
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(lengths, reverse=True)  # contiguous runs of the longest-first order
+    cost = sum(len(g) * lengths[g[0]] + new_tokens * step_tokens for g in groups)
+    assert cost == brute_force_cost(lengths, new_tokens, step_tokens)
+
+
+def test_generate_answers_in_length_groups_equals_one_batch_of_generate(llama, monkeypatch):
+    from nlora_lightning.models import generation
+
+    model, tok = llama
+    ids, mask = left_padded(tok, TEXTS)
+    monkeypatch.setattr(generation, "DECODE_STEP_TOKENS", 0)  # every distinct length its own group
+    assert len(generation.length_groups(mask.sum(-1).tolist(), NEW_TOKENS, 0)) == len(set(map(len, TEXTS)))
+    expected = tok.batch_decode(hf_greedy(model, ids, mask, tok.eos_token_id, tok.pad_token_id), skip_special_tokens=True)
+    assert generation.generate_answers(model, tok, ids, mask, NEW_TOKENS, is_seq2seq=False) == expected
