@@ -61,19 +61,24 @@ def collect_run_info(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict
             hyperparameters["collision_tau"] = callback.tau
         elif isinstance(callback, ForgettingMetrics):
             hyperparameters["forward_transfer"] = callback.forward_transfer
-    return {
+    info = {
         "method": getattr(pl_module, "method_name", None) or type(pl_module).__name__,
         "model": hparams.get("model_name_or_path") or "random_init",
         "tasks": list(getattr(datamodule, "task_names", None) or []),
         "held_out_tasks": list(getattr(datamodule, "held_out_tasks", None) or []),
         "hyperparameters": hyperparameters,
     }
+    counts = datamodule.reference_counts() if hasattr(datamodule, "reference_counts") else {}
+    if counts:  # natural-instructions tasks: how many instances had no usable reference, or several
+        info["reference_counts"] = counts
+    return info
 
 
 class RunReport(Callback):
     """Records the run in ``run_info.json`` and writes ``report.md`` with plots when the fit ends.
 
-    ``run_info.json`` (rank 0, atomically) holds ``method``, ``model``, ``tasks``,
+    ``run_info.json`` (rank 0, atomically) holds ``method``, ``model``, ``tasks``, for natural-instructions
+    tasks ``reference_counts`` (instances without a usable reference, with several),
     ``hyperparameters``, ``status`` (``running``, ``finished``, ``failed`` or ``interrupted``),
     ``started`` and, once the fit ends, ``finished`` and ``train_time_s`` (wall time of the fit,
     summed over resumed runs). At the end of the fit, :func:`nlora_lightning.reporting.report.write_report`

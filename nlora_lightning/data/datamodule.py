@@ -319,6 +319,12 @@ class TaskSequenceDataModule(pl.LightningDataModule):
             self._tasks = tasks
         return self._tasks
 
+    def reference_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per natural-instructions task and split: its instances, those without a non-empty reference
+        (dropped or kept, see ``natural_instructions.on_empty_reference``) and those with several; ``{}``
+        before the tasks are read and for CL_Benchmark tasks."""
+        return {task.name: task.reference_counts for task in self._tasks or [] if task.reference_counts}
+
     def check_prompt_budget(self, tokenizer) -> None:
         """Fail fast when ``max_source_length`` cannot hold a task's template even with an empty sentence."""
         for task in self.load_tasks():
