@@ -315,7 +315,9 @@ def print_summary(results: dict[str, Any], datamodule_stage_names: list[str], ou
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Accuracy matrix R[i][j] (%): rows = after training stage i, columns = task j")
+    from nlora_lightning.reporting.metric_names import matrix_name
+
+    table = Table(title=f"{matrix_name(results)} matrix R[i][j] (%): rows = after training stage i, columns = task j")
     table.add_column("after")
     for name in results["tasks"]:
         table.add_column(name, justify="right")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-__all__ = ["METRIC_TITLES", "metric_of_run", "scoring_lines"]
+__all__ = ["METRIC_TITLES", "matrix_name", "metric_of_run", "scoring_lines"]
 
 METRIC_TITLES = {
     "exact_match": "exact match (after normalisation)",
@@ -16,6 +16,16 @@ METRIC_TITLES = {
 def metric_of_run(metrics: Optional[dict[str, Any]]) -> str:
     """The run's metric from ``cl_metrics.json``: one name, ``mixed``, or ``exact_match`` for runs written before it was recorded."""
     return (metrics or {}).get("metric") or "exact_match"
+
+
+def matrix_name(metrics: Optional[dict[str, Any]]) -> str:
+    """What the matrix's entries are, for its title: ``Accuracy``, ``ROUGE-L``, or ``Score`` when tasks differ.
+
+    Example:
+        >>> matrix_name({"metric": "rougeL"}), matrix_name({}), matrix_name({"metric": "mixed"})
+        ('ROUGE-L', 'Accuracy', 'Score')
+    """
+    return {"exact_match": "Accuracy", "accuracy": "Accuracy", "rougeL": "ROUGE-L"}.get(metric_of_run(metrics), "Score")
 
 
 def scoring_lines(metrics: Optional[dict[str, Any]]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from nlora_lightning.io import write_text_atomic
 from nlora_lightning.methods import describe_lambda
 from nlora_lightning.reporting.cost import cost_lines
-from nlora_lightning.reporting.metric_names import scoring_lines
+from nlora_lightning.reporting.metric_names import matrix_name, scoring_lines
 from nlora_lightning.reporting.plots import heatmap_png, save_png, sparsity_png
 from nlora_lightning.reporting.retention import retention_lines
 from nlora_lightning.reporting.runfiles import CL_METRICS, RunFiles, SquareTable, format_number, format_percent, read_run
@@ -81,7 +81,7 @@ def _accuracy_section(run: RunFiles) -> list[str]:
                   "needs every earlier row of the matrix, is not reported (n/a). AA, BWT and FWT use only evaluated entries.", ""]
     matrix, tasks = metrics.get("acc_matrix") or [], run.tasks
     if matrix:
-        lines += ["## Accuracy matrix R[i][j] (%)", "",
+        lines += [f"## {matrix_name(metrics)} matrix R[i][j] (%)", "",
                   "Rows: after training stage i; columns: task j. Blank: not evaluated.", ""]
         rows = [[f"after {name}", *(("" if v is None else format_percent(v, 1)) for v in row)]
                 for name, row in zip(run.stage_names, matrix)]

@@ -179,3 +179,12 @@ def test_baselines_and_the_never_learned_flag_of_a_random_label_task(random_labe
     count = len(metrics["never_learned"])
     assert f"**Never learned: {count} of 3 tasks**" in report
     assert f"| {UNLEARNABLE} |" in report and "never learned" in report
+
+
+@pytest.mark.parametrize("metric,title", [("rougeL", "ROUGE-L matrix"), ("exact_match", "Accuracy matrix"), ("mixed", "Score matrix")])
+def test_the_printed_matrix_is_named_after_its_metric(capsys, metric, title):
+    from nlora_lightning.callbacks.forgetting_metrics import print_summary
+
+    print_summary({"tasks": ["a", "b"], "acc_matrix": [[0.5, None], [0.25, 0.75]], "metric": metric, "AA": 0.5}, ["a", "b"])
+    printed = capsys.readouterr().out
+    assert title in printed and all(t not in printed for t in {"ROUGE-L matrix", "Accuracy matrix", "Score matrix"} - {title})

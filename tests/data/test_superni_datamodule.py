@@ -64,6 +64,7 @@ def test_fit_on_superni_tasks_writes_rouge_l_matrix_and_scored_predictions(super
         assert all(len(r["prediction"]) <= 6 for r in records)  # byte tokenizer: one character at most per new token
     lo, hi = metrics["AA_ci95"]
     assert lo <= metrics["AA"] <= hi
+    assert "## ROUGE-L matrix R[i][j] (%)" in (run / "report.md").read_text()
     counts = json.loads((run / "run_info.json").read_text())["reference_counts"]
     assert counts[SUMMARY]["train"] == {"instances": 8, "without_reference": 1, "several_references": 1}
     assert counts[SUMMARY]["test"] == {"instances": 4, "without_reference": 0, "several_references": 0}
