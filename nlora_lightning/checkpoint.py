@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from nlora_lightning.errors import CheckpointMismatchError
 
-__all__ = ["CHECKPOINT_KEY", "FORMAT", "ContinualState"]
+__all__ = ["CHECKPOINT_KEY", "FORMAT", "ContinualState", "identity_differences"]
 
 CHECKPOINT_KEY = "nlora"
 FORMAT = 2
@@ -23,6 +23,24 @@ FORMAT = 2
 def _method_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {"name": entry["name"], "weight": entry.get("weight"), "task_weights": dict(entry.get("task_weights") or {}),
             "options": dict(entry.get("options") or {})}
+
+
+def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity whose method entries spell out every default option (``mode: delta_w`` == no mode)."""
+    from nlora_lightning.methods.base import full_options
+
+    methods = identity.get("methods")
+    if not isinstance(methods, list):
+        return identity
+    return {**identity, "methods": [{**m, "options": full_options(m["name"], dict(m.get("options") or {}))} for m in methods]}
+
+
+def identity_differences(now: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:
+    """``"key: checkpoint X vs now Y"`` for every setting of two identities that differs; a setting only
+    one side has differs too, and a method's default options count as given."""
+    mine, theirs = _comparable(now), _comparable(checkpoint)
+    keys = [*mine, *(k for k in theirs if k not in mine)]
+    return [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
 
 
 @dataclass

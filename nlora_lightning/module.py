@@ -20,13 +20,13 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from nlora_lightning.callbacks.sequence_settings import apply_sequence_settings
-from nlora_lightning.checkpoint import ContinualState
+from nlora_lightning.checkpoint import ContinualState, identity_differences
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, NonFiniteLossError
 from nlora_lightning.evaluation import EvaluationConfig, predict, score_sum
 from nlora_lightning.gradients.config import GradientTransformConfig
 from nlora_lightning.lora import ContinualLoRAModel, LoRAConfig
 from nlora_lightning.methods import Method, MethodConfig, merge_method_defaults, resolve_methods
-from nlora_lightning.methods.base import full_options
+from nlora_lightning.methods.config import as_config, check_adapter_mode, deprecated_option, derived_method_name, method_entries
 from nlora_lightning.models import forward as fwd
 from nlora_lightning.models.loading import BackboneSpec, QuantizationConfig
 from nlora_lightning.regularizers.config import RegularizerConfig
@@ -38,33 +38,12 @@ log = logging.getLogger(__name__)
 AdapterMode = Literal["per_task", "shared", "none"]
 
 
-def _as(cls, value):
-    """Accept a dataclass or its dict form (checkpoints keep hyperparameters as plain dicts)."""
-    if value is None or isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return cls(**value)
-    raise ConfigurationError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
-
-
 def _plain(value):
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _comparable(identity: dict[str, Any]) -> dict[str, Any]:
-    """An identity whose method entries spell out every default option (``mode: delta_w`` == no mode)."""
-    methods = identity.get("methods")
-    if not isinstance(methods, list):
-        return identity
-    return {**identity, "methods": [{**m, "options": full_options(m["name"], dict(m.get("options") or {}))} for m in methods]}
-
-
-def _deprecated(option: str, instead: str) -> None:
-    log.warning("model.%s is deprecated and will be removed in the next release; use %s", option, instead)
 
 
 class ContinualLightningModule(pl.LightningModule):
@@ -144,18 +123,18 @@ class ContinualLightningModule(pl.LightningModule):
             raise ConfigurationError("give exactly one of model.model_name_or_path and model.random_init")
         if adapters not in ("per_task", "shared", "none"):
             raise ConfigurationError(f"adapters must be 'per_task', 'shared' or 'none', got {adapters!r}")
-        self.lora_config = _as(LoRAConfig, lora) or LoRAConfig()
-        self.quantization = _as(QuantizationConfig, quantization)
-        self.evaluation = _as(EvaluationConfig, evaluation) or EvaluationConfig()
+        self.lora_config = as_config(LoRAConfig, lora) or LoRAConfig()
+        self.quantization = as_config(QuantizationConfig, quantization)
+        self.evaluation = as_config(EvaluationConfig, evaluation) or EvaluationConfig()
         self.adapter_mode: AdapterMode = adapters
-        entries = self._method_entries(methods, regularizers, gradient_transforms)
+        entries = method_entries(methods, regularizers, gradient_transforms)
         if regularizer_defaults:
-            _deprecated("regularizer_defaults", "model.method_defaults (same keys)")
+            deprecated_option("regularizer_defaults", "model.method_defaults (same keys)")
         defaults = merge_method_defaults([regularizer_defaults, method_defaults])
         resolved = resolve_methods(entries, defaults)
         self.methods: list[MethodConfig] = [config for config, _ in resolved]
         self.method_objects: list[Method] = [method for _, method in resolved]
-        self._check_adapter_modes()
+        check_adapter_mode(self.adapter_mode, self.methods, self.method_objects)
         if self.quantization is not None and (adapters == "none" or consolidation == "merge"):
             raise ConfigurationError("a quantized base cannot be fully fine-tuned or merged into; use adapters per_task/shared with consolidation='lowrank'")
         if self.evaluation.oracle_task_adapter and (adapters != "per_task" or consolidation == "merge"):
@@ -167,7 +146,7 @@ class ContinualLightningModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.seed = seed
-        self.method_name = method_name or self._derived_method_name()
+        self.method_name = method_name or derived_method_name(self.adapter_mode, self.methods, self.method_objects)
         # Checkpoints keep hyperparameters as plain data, so they load with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         for key in ("lora", "quantization", "evaluation", "regularizers", "gradient_transforms"):
@@ -183,38 +162,6 @@ class ContinualLightningModule(pl.LightningModule):
         self._slot_live = False  # the trainable slot is part of the forward pass
         self.backbone = BackboneSpec(model_name_or_path, gguf_file, random_init, tokenizer, torch_dtype, self.quantization, trust_remote_code)
         self._oracle_active: Optional[int] = None
-
-    @staticmethod
-    def _method_entries(methods, regularizers, gradient_transforms) -> list[MethodConfig]:
-        """``model.methods`` after the deprecated lists' entries (old configs: regularizers, then transforms)."""
-        entries = []
-        if regularizers:
-            _deprecated("regularizers", "model.methods (same entries)")
-            entries += [MethodConfig(**_as(RegularizerConfig, r).__dict__) for r in regularizers]
-        if gradient_transforms:
-            _deprecated("gradient_transforms", "model.methods (entries without a weight)")
-            entries += [MethodConfig(g.name, options=dict(g.options)) for g in map(lambda g: _as(GradientTransformConfig, g), gradient_transforms)]
-        return entries + [_as(MethodConfig, m) for m in methods or ()]
-
-    def _check_adapter_modes(self) -> None:
-        if self.adapter_mode == "none":
-            if self.methods:
-                raise ConfigurationError(f"methods {[m.name for m in self.methods]} act on LoRA adapters; adapters='none' has none")
-            return
-        for method in self.method_objects:
-            if self.adapter_mode not in method.adapters:
-                reason = f": {method.adapters_reason}" if method.adapters_reason else ""
-                raise ConfigurationError(f"method {method.name!r} works with adapters {list(method.adapters)}, "
-                                         f"not adapters={self.adapter_mode!r}{reason}")
-
-    def _derived_method_name(self) -> str:
-        if self.adapter_mode == "none":
-            return "seqft"
-        if self.adapter_mode == "shared" and not self.methods:
-            return "seqlora"
-        labels = [m.name if m.label is None else m.label for c, m in zip(self.methods, self.method_objects)
-                  if c.active or not m.adds_loss]
-        return "+".join(label for label in labels if label) or ("seqlora" if self.adapter_mode == "shared" else "inclora")
 
     # ----- backbone -------------------------------------------------------------------------
     @property
@@ -496,9 +443,7 @@ class ContinualLightningModule(pl.LightningModule):
             CheckpointMismatchError: Naming every setting that differs.
         """
         state = ContinualState.from_checkpoint(checkpoint)
-        mine, theirs = _comparable(self.identity()), _comparable(state.identity)
-        keys = [*mine, *(k for k in theirs if k not in mine)]  # a setting only one side has differs too
-        differences = [f"{k}: checkpoint {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in keys if theirs.get(k) != mine.get(k)]
+        differences = identity_differences(self.identity(), state.identity)
         if differences:
             raise CheckpointMismatchError("the checkpoint was written for another model or method; " + "; ".join(differences))
         return state

@@ -10,6 +10,7 @@ or fails. Defaults of several composed configs are merged key by key (:func:`mer
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.methods.base import METHODS, Method, build_method
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MethodConfig", "check_method_defaults", "compose_defaults_arguments", "describe_lambda", "merge_method_defaults",
@@ -201,3 +204,59 @@ def compose_defaults_arguments(words: Sequence[str]) -> list[str]:
         if len(found) > 1:
             extra += [f"--model.{option}", json.dumps(merge_method_defaults(found))]
     return words if last is None or not extra else words[:last] + extra + words[last:]
+
+
+# ----- from the module's arguments to its methods -------------------------------------------------
+def as_config(cls, value):
+    """Accept a dataclass or its dict form (checkpoints keep hyperparameters as plain dicts).
+
+    Raises:
+        ConfigurationError: For anything else.
+    """
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls(**value)
+    raise ConfigurationError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def deprecated_option(option: str, instead: str) -> None:
+    log.warning("model.%s is deprecated and will be removed in the next release; use %s", option, instead)
+
+
+def method_entries(methods: Sequence[Any], regularizers: Sequence[Any] = (), gradient_transforms: Sequence[Any] = ()) -> list[MethodConfig]:
+    """``model.methods`` after the deprecated lists' entries (old configs: regularizers, then transforms)."""
+    from nlora_lightning.gradients.config import GradientTransformConfig
+    from nlora_lightning.regularizers.config import RegularizerConfig
+
+    entries = []
+    if regularizers:
+        deprecated_option("regularizers", "model.methods (same entries)")
+        entries += [MethodConfig(**as_config(RegularizerConfig, r).__dict__) for r in regularizers]
+    if gradient_transforms:
+        deprecated_option("gradient_transforms", "model.methods (entries without a weight)")
+        entries += [MethodConfig(g.name, options=dict(g.options)) for g in (as_config(GradientTransformConfig, t) for t in gradient_transforms)]
+    return entries + [as_config(MethodConfig, m) for m in methods or ()]
+
+
+def check_adapter_mode(adapter_mode: str, configs: Sequence[MethodConfig], methods: Sequence[Method]) -> None:
+    """Raise ``ConfigurationError`` unless every method works with the module's ``adapters`` setting."""
+    if adapter_mode == "none":
+        if configs:
+            raise ConfigurationError(f"methods {[m.name for m in configs]} act on LoRA adapters; adapters='none' has none")
+        return
+    for method in methods:
+        if adapter_mode not in method.adapters:
+            reason = f": {method.adapters_reason}" if method.adapters_reason else ""
+            raise ConfigurationError(f"method {method.name!r} works with adapters {list(method.adapters)}, "
+                                     f"not adapters={adapter_mode!r}{reason}")
+
+
+def derived_method_name(adapter_mode: str, configs: Sequence[MethodConfig], methods: Sequence[Method]) -> str:
+    """The report label of a module whose config names none: ``seqft``, ``seqlora``, ``inclora`` or the methods' labels."""
+    if adapter_mode == "none":
+        return "seqft"
+    if adapter_mode == "shared" and not configs:
+        return "seqlora"
+    labels = [m.name if m.label is None else m.label for c, m in zip(configs, methods) if c.active or not m.adds_loss]
+    return "+".join(label for label in labels if label) or ("seqlora" if adapter_mode == "shared" else "inclora")
