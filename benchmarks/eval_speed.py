@@ -58,11 +58,11 @@ def tiny_tasks(root: Path) -> list[str]:
     return names
 
 
-def loaders(module: ContinualLightningModule, data_dir: Path, tasks: list[str], sort: bool) -> list[list[dict]]:
+def loaders(module: ContinualLightningModule, data_dir: Path, tasks: list[str], sort: bool, cache: Path) -> list[list[dict]]:
     dm = TaskSequenceDataModule(tasks=tasks, data_dir=str(data_dir), max_train_samples=1, max_eval_samples=SAMPLES,
                                 batch_size=BATCH, eval_batch_size=BATCH, max_source_length=SOURCE_LENGTH,
                                 max_target_length=NEW_TOKENS, max_new_tokens=NEW_TOKENS, metric="rougeL",
-                                sort_eval_by_length=sort, cache_dir=tempfile.mkdtemp(prefix="nlora-eval-speed-"))
+                                sort_eval_by_length=sort, cache_dir=str(cache))
     dm.tokenizer, dm.decoder_only = module.tokenizer, not module.is_seq2seq
     dm.setup("validate")
     return [list(loader) for loader in dm.val_dataloader()]
@@ -79,7 +79,8 @@ def main(args) -> dict:
             data_dir, tasks = Path(scratch), tiny_tasks(Path(scratch))
         else:
             data_dir, tasks = Path(args.superni_dir), list(PRESETS["superni_order1"][:TASKS])
-        sorted_batches, file_order = loaders(module, data_dir, tasks, True), loaders(module, data_dir, tasks, False)
+        cache = Path(scratch) / "encoded"  # the batches are materialised, so the cache can go with the folder
+        sorted_batches, file_order = (loaders(module, data_dir, tasks, sort, cache) for sort in (True, False))
     prompts = sum(len(b["prompt_ids"]) for task in file_order for b in task)
     config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -1,6 +1,5 @@
 """benchmarks/tools/add_baselines.py on a hand-written old run over the toy benchmark."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,11 +16,8 @@ TASKS = ["reviews", "topics"]
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("add_baselines", REPO / "benchmarks" / "tools" / "add_baselines.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_script):
+    return load_script("benchmarks/tools/add_baselines.py")
 
 
 def old_run(directory: Path, with_predictions: bool = True) -> Path:

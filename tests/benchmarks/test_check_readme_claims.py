@@ -1,15 +1,12 @@
 """benchmarks/check_readme_claims.py: the committed results READMEs check, and a wrong number is caught."""
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "check_readme_claims.py"
 LONG_ORDER4 = REPO / "benchmarks" / "results" / "long_order4"
 # The CL_Benchmark data next to the repository (or named by NLORA_CL_BENCHMARK); without it the
 # claim that needs train.json is reported as skipped.
@@ -17,13 +14,8 @@ DATA = Path(os.environ.get("NLORA_CL_BENCHMARK", REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def checker():
-    spec = importlib.util.spec_from_file_location("check_readme_claims", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def checker(load_script):
+    return load_script("benchmarks/check_readme_claims.py")
 
 
 def test_every_committed_results_readme_checks(checker, capsys):

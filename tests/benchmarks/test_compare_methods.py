@@ -1,21 +1,16 @@
 """benchmarks/compare_methods.py end to end on configs/tiny.yaml: runs, table, restart, bad input."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "compare_methods.py"
 
 
 @pytest.fixture(scope="module")
-def compare_methods():
-    spec = importlib.util.spec_from_file_location("compare_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compare_methods(load_script):
+    return load_script("benchmarks/compare_methods.py")
 
 
 def tiny_args(out: Path, *methods: str) -> list[str]:

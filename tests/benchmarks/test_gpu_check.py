@@ -1,7 +1,6 @@
 """benchmarks/gpu_check.py on a machine without CUDA: the one-line exit, the item runner, the report, the plan."""
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 

@@ -1,26 +1,18 @@
 """benchmarks/lambda_sweep.py on hand-written run folders: table values, plot, refusals."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "lambda_sweep.py"
 TASKS = ["a", "b", "c"]
 
 
 @pytest.fixture(scope="module")
-def lambda_sweep():
-    spec = importlib.util.spec_from_file_location("lambda_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def lambda_sweep(load_script):
+    return load_script("benchmarks/lambda_sweep.py")
 
 
 def write_run(directory: Path, weight, diagonal, final_row, collision_pairs, options=None, method="nlora"):

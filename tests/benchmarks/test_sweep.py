@@ -1,9 +1,7 @@
 """benchmarks/sweep.py: the pick rule with ties, refusal of test-scored runs, and an end-to-end sweep on
 configs/tiny.yaml whose selection provably scored only carved-out train.json samples."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,12 @@ from nlora_lightning.data.splits import select_task_rows
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "sweep.py"
 NLORA_KEY = ["--key", "model.method_defaults.nlora_l1/delta_w", "--template", '{"weight": {value}}']
 
 
 @pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def sweep(load_script):
+    return load_script("benchmarks/sweep.py")
 
 
 def tiny_args(out, *extra):
