@@ -9,7 +9,9 @@ Each (method, seed) is one ``nlora fit`` in its own run directory under ``--out`
 the model config (``configs/models/<model>.yaml`` or a path), the benchmark config
 (``configs/benchmarks/<preset>.yaml``, a path, or ``none`` for the model config's own tasks) and
 ``configs/methods/<method>.yaml``, plus the size overrides. The script is restartable: finished
-runs are kept, interrupted ones resume from their last checkpoint. At the end it writes
+runs are kept, interrupted ones resume from their last checkpoint. ``--jobs N`` trains N runs at a
+time, each with ``OMP_NUM_THREADS`` = cores / N unless the environment sets it (on a 2-core CPU two
+one-thread runs side by side finish sooner than the same runs one after the other). At the end it writes
 ``comparison.md`` (the table of ``nlora compare`` plus the command, sizes, wall time and machine)
 and exits 1 if any run failed; ``--table-only`` writes it from the finished runs alone.
 """
@@ -24,8 +26,9 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import yaml
 
@@ -125,6 +128,35 @@ def fit_command(args: argparse.Namespace, method: str, seed: int, run_dir: Path,
     return command
 
 
+def job_environment(jobs: int, environ: Optional[dict] = None) -> dict:
+    """The environment of each of ``jobs`` concurrent runs: the cores shared out unless the user set threads.
+
+    Example:
+        >>> job_environment(2, {"PATH": "/bin"})["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+        True
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in environ:
+        environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return environ
+
+
+def run_logged(command: list[str], log_path: Path, env: dict) -> int:
+    """Run one ``nlora fit``, appending its output to ``log_path``; its exit code."""
+    with open(log_path, "a") as log:
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def run_jobs(jobs: int, tasks: Sequence[Callable[[], bool]]) -> list[bool]:
+    """Call every task, ``jobs`` at a time, in order of start; their results in the order given."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda task: task(), tasks))
+
+
 def results_table(rows: list[dict]) -> str:
     return format_markdown(rows) if rows else "(no finished run)\n"
 
@@ -171,8 +203,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None,
                         help="data.eval_schedule of every run (default: the configs'); diagonal_final: 2T - 1 task evaluations")
     parser.add_argument("--table-only", action="store_true", help="write the table of the finished runs; start none")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at a time (default: %(default)s); each gets OMP_NUM_THREADS = cores / jobs")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "real_data"))
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     try:  # every config must exist before the first (long) run starts
         for method in args.methods:
             method_configs(args, method)
@@ -182,7 +218,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    run_dirs, failed = [], []
+    run_dirs, pending = [], []
+    env = job_environment(args.jobs)
     for seed in args.seeds:
         for method in args.methods:
             run_dir = out / f"{method}-seed{seed}"
@@ -190,17 +227,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             state = run_state(run_dir)
             if state == "finished":
                 print(f"[keep] {run_dir.name} finished earlier", flush=True)
-                continue
-            if args.table_only:
+            elif args.table_only:
                 print(f"[skip] {run_dir.name} is {state}; --table-only starts no run", flush=True)
-                continue
-            command = fit_command(args, method, seed, run_dir, state)
-            print(f"[run] {run_dir.name}: {shlex.join(command)}", flush=True)
-            with open(out / f"{run_dir.name}.log", "a") as log:
-                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-            if result.returncode != 0:
-                failed.append(run_dir.name)
-                print(f"[fail] {run_dir.name} exited {result.returncode}; see {out / (run_dir.name + '.log')}", flush=True)
+            else:
+                pending.append((run_dir, fit_command(args, method, seed, run_dir, state)))
+
+    def train(run_dir: Path, command: list[str]) -> bool:
+        print(f"[run] {run_dir.name}: {shlex.join(command)}", flush=True)
+        code = run_logged(command, out / f"{run_dir.name}.log", env)
+        if code != 0:
+            print(f"[fail] {run_dir.name} exited {code}; see {out / (run_dir.name + '.log')}", flush=True)
+        return code == 0
+
+    results = run_jobs(args.jobs, [lambda r=run_dir, c=command: train(r, c) for run_dir, command in pending])
+    failed = [run_dir.name for (run_dir, _), ok in zip(pending, results) if not ok]
 
     rows = compare_runs([d for d in run_dirs if run_state(d) == "finished"])
     write_text_atomic(out / "comparison.md", summary(args, argv, rows, time.time() - started))

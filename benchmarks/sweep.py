@@ -26,7 +26,8 @@ finished runs are kept, interrupted ones resume):
    training samples) and ``data.evaluate_on test`` at ``--final-seeds``:
    ``<out>/test/value_<v>/<method>-seed<s>``.
 
-Writes ``<out>/sweep.md``; exits 1 if a run failed.
+``--jobs N`` trains N runs of a stage at a time (as in ``compare_methods.py``). Writes
+``<out>/sweep.md``; exits 1 if a run failed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -152,11 +152,17 @@ def ensure_run(args: argparse.Namespace, value: str, split: str, seed: int) -> b
     directory.parent.mkdir(parents=True, exist_ok=True)
     command = compare_methods.fit_command(fit_args(args, value, split), args.method, seed, directory, state)
     print(f"[run] {name}: {shlex.join(command)}", flush=True)
-    with open(directory.parent / f"{directory.name}.log", "a") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        print(f"[fail] {name} exited {result.returncode}; see {directory.parent / (directory.name + '.log')}", flush=True)
-    return result.returncode == 0
+    code = compare_methods.run_logged(command, directory.parent / f"{directory.name}.log",
+                                      compare_methods.job_environment(args.jobs))
+    if code != 0:
+        print(f"[fail] {name} exited {code}; see {directory.parent / (directory.name + '.log')}", flush=True)
+    return code == 0
+
+
+def ensure_runs(args: argparse.Namespace, values: Sequence[str], split: str, seeds: Sequence[int]) -> bool:
+    """:func:`ensure_run` for every (value, seed), ``args.jobs`` at a time; False when any failed."""
+    tasks = [lambda v=value, s=seed: ensure_run(args, v, split, s) for value in values for seed in seeds]
+    return all(compare_methods.run_jobs(args.jobs, tasks))
 
 
 def _cells(point: Point) -> list[str]:
@@ -218,6 +224,8 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None)
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG", help="one more argument for every nlora fit")
     parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; start none")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at a time (default: %(default)s); each gets OMP_NUM_THREADS = cores / jobs")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     try:
@@ -233,6 +241,8 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         parser.error(f"--grid {args.grid} repeats a value")
     if args.validation_samples <= 0:
         parser.error("--validation-samples must be positive")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     args.method_name = Path(args.method).stem
     return args
 
@@ -241,11 +251,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started, ok = time.time(), True
+    started = time.time()
     grid = sorted(args.grid, key=float)
-    for value in grid:
-        for seed in args.seeds:
-            ok &= ensure_run(args, value, "validation", seed)
+    ok = ensure_runs(args, grid, "validation", args.seeds)
     try:
         selection = [read_point(out, "validation", args.method_name, value, args.seeds) for value in grid]
     except ValueError as error:
@@ -255,10 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finals: dict[str, Point] = {}
     if chosen is not None:
         print(f"[chosen] {args.key} = {chosen} (validation AA {format_percent(selection[grid.index(chosen)].mean('AA'), 2)} %)")
-        for value in dict.fromkeys(v for v in (args.default, chosen) if v is not None):
-            for seed in args.final_seeds:
-                ok &= ensure_run(args, value, "test", seed)
-            finals[value] = read_point(out, "test", args.method_name, value, args.final_seeds)
+        values = list(dict.fromkeys(v for v in (args.default, chosen) if v is not None))
+        ok &= ensure_runs(args, values, "test", args.final_seeds)
+        finals = {value: read_point(out, "test", args.method_name, value, args.final_seeds) for value in values}
     text = markdown(args, argv, selection, chosen, finals)
     write_text_atomic(out / TABLE, text)
     print(text, end="")

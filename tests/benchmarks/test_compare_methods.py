@@ -99,3 +99,50 @@ def test_eval_schedule_reaches_the_fit_command(compare_methods, tmp_path):
     assert command[command.index("--data.eval_schedule") + 1] == "diagonal_final"
     args.eval_schedule = None
     assert "--data.eval_schedule" not in compare_methods.fit_command(args, "inclora", 0, tmp_path / "run", "new")
+
+
+def fake_fits(compare_methods, monkeypatch, parties: int, exit_codes: dict):
+    """Replace the ``nlora fit`` subprocess: each call waits until ``parties`` calls are in flight at once."""
+    import subprocess
+    import threading
+
+    barrier, calls = threading.Barrier(parties, timeout=10), []
+
+    def run(command, stdout, stderr, env):
+        calls.append((command, env))
+        barrier.wait()  # raises BrokenBarrierError unless the runs overlap
+        name = next(Path(a).name for a in command if Path(a).name.startswith(".") and a.endswith(".yaml"))
+        return subprocess.CompletedProcess(command, exit_codes.get(name.split("-seed")[0].lstrip("."), 0))
+
+    monkeypatch.setattr(compare_methods.subprocess, "run", run)
+    return calls
+
+
+def test_jobs_train_runs_side_by_side_with_the_cores_shared_out(compare_methods, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(compare_methods.os, "cpu_count", lambda: 4)
+    calls = fake_fits(compare_methods, monkeypatch, parties=2, exit_codes={"seqlora": 3})
+    assert compare_methods.main(tiny_args(tmp_path / "cmp", "inclora", "seqlora") + ["--jobs", "2"]) == 1
+    assert sorted(env["OMP_NUM_THREADS"] for _, env in calls) == ["2", "2"]
+    captured = capsys.readouterr()
+    assert "failed: seqlora-seed0" in captured.err and "inclora" not in captured.err
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's own setting is kept
+    calls = fake_fits(compare_methods, monkeypatch, parties=2, exit_codes={})
+    assert compare_methods.main(tiny_args(tmp_path / "cmp2", "inclora", "seqlora") + ["--jobs", "2"]) == 0
+    assert [env["OMP_NUM_THREADS"] for _, env in calls] == ["1", "1"]
+
+
+def test_one_job_runs_one_at_a_time_and_leaves_threads_alone(compare_methods, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    calls = fake_fits(compare_methods, monkeypatch, parties=1, exit_codes={})
+    assert compare_methods.main(tiny_args(tmp_path / "cmp", "inclora", "seqlora")) == 0
+    assert len(calls) == 2 and all("OMP_NUM_THREADS" not in env for _, env in calls)
+    with pytest.raises(ValueError, match="at least 1"):
+        compare_methods.run_jobs(0, [])
+
+
+def test_jobs_below_one_are_refused_before_any_run(compare_methods, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare_methods.main(tiny_args(tmp_path / "cmp", "inclora") + ["--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err and not (tmp_path / "cmp").exists()

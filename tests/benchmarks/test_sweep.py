@@ -111,3 +111,21 @@ def test_an_option_sweep_reaches_the_fit_command_through_the_template(sweep, tmp
     assert '--model.methods=[{"name": "migu", "options": {"top_ratio": 0.3, "skip_first_task": true}}]' in command
     assert command[-2:] == ["--data.validation_samples=8", "--data.evaluate_on=validation"]
     assert any(part.endswith("configs/methods/migu.yaml") for part in command)
+
+
+def test_jobs_train_a_stages_runs_side_by_side(sweep, tmp_path, monkeypatch):
+    import subprocess
+    import threading
+
+    barrier, values = threading.Barrier(2, timeout=10), []
+
+    def run(command, stdout, stderr, env):
+        values.append(next(a for a in command if a.startswith("--model.method_defaults")))
+        barrier.wait()  # both grid values' selection runs are in flight at once
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(sweep.compare_methods.subprocess, "run", run)
+    assert sweep.main(tiny_args(tmp_path / "sweep", "--grid", "1e-3", "1e-2", "--jobs", "2")) == 0
+    assert sorted(values) == ['--model.method_defaults.nlora_l1/delta_w={"weight": 1e-2}',
+                              '--model.method_defaults.nlora_l1/delta_w={"weight": 1e-3}']
+    assert "(no choice yet" in (tmp_path / "sweep" / "sweep.md").read_text()
