@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -32,14 +30,15 @@ from nlora_lightning.data.collate import EvalCollator, TrainCollator
 from nlora_lightning.data.encoding import EncodingConfig, encode_prompt, encode_split, encode_task_answer, task_prompt
 from nlora_lightning.data.natural_instructions import NaturalInstructionsConfig
 from nlora_lightning.data.task_metrics import check_metric_options, resolve_task_metrics
-from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler, stratified_subsample
+from nlora_lightning.data.replay import ReplayConfig, draw_replay
+from nlora_lightning.data.sampling import EpochSampler, ResumableDataLoader, ScheduledSampler
+from nlora_lightning.data.schedule import EVAL_SCHEDULES, sanity_check_tasks, stage_end_tasks, task_stages
 from nlora_lightning.data.splits import EVALUATION_SPLITS, check_validation_room, select_task_rows
 from nlora_lightning.data.toy import TOY_BENCHMARK_DIR
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError
 
 __all__ = ["EVAL_SCHEDULES", "EVALUATION_SPLITS", "ReplayConfig", "TaskSequenceDataModule"]
 
-EVAL_SCHEDULES = ("full", "diagonal_final")
 # Identity entries added after checkpoints were first written: a checkpoint without one had the default.
 _IDENTITY_DEFAULTS = {"task_header": True, "eval_schedule": "full", "validation_samples": None, "evaluate_on": "test",
                       "natural_instructions": {"train_reference": "random", "score_references": "all", "on_empty_reference": "drop"}}
@@ -48,29 +47,6 @@ log = logging.getLogger(__name__)
 
 # Unscheduled evaluation loaders are empty on purpose.
 warnings.filterwarnings("ignore", message=r".*across ranks is zero.*")
-
-
-@dataclass
-class ReplayConfig:
-    """Experience replay: keep a few training samples of each finished task and mix them into later tasks.
-
-    Args:
-        samples_per_task: Size of each task's buffer (class-stratified, seeded).
-        ratio: Replay samples added per new-task sample (0.25 adds one for every four); drawn
-            evenly across earlier tasks' buffers. ``None`` adds every buffered sample.
-
-    Raises:
-        ValueError: For a non-positive buffer size or a negative ratio.
-    """
-
-    samples_per_task: int = 50
-    ratio: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.samples_per_task <= 0:
-            raise ValueError(f"replay.samples_per_task must be positive, got {self.samples_per_task}")
-        if self.ratio is not None and not self.ratio >= 0:
-            raise ValueError(f"replay.ratio must be >= 0 or null, got {self.ratio}")
 
 
 class TaskSequenceDataModule(pl.LightningDataModule):
@@ -235,9 +211,7 @@ class TaskSequenceDataModule(pl.LightningDataModule):
 
     @property
     def stages(self) -> list[list[int]]:
-        if self.joint:
-            return [list(range(len(self.task_names)))]
-        return [[t] for t in range(len(self.task_names))]
+        return task_stages(len(self.task_names), self.joint)
 
     @property
     def num_stages(self) -> int:
@@ -267,26 +241,15 @@ class TaskSequenceDataModule(pl.LightningDataModule):
     def scheduled_eval_tasks(self) -> set[int]:
         """Columns evaluated right now (see the module docstring)."""
         trainer = self._trainer_or_none()
-        every = set(range(len(self.all_task_names)))
         if trainer is None or not trainer.state.fn or trainer.state.fn.value != "fit":
-            return every
+            return set(range(len(self.all_task_names)))
         if trainer.sanity_checking:
-            held_out = set(range(len(self.task_names), len(self.all_task_names))) if self.retention_baseline else set()
-            return (set(range(len(self.task_names))) if self.zero_shot_baseline else set()) | held_out
-        epoch = trainer.current_epoch
-        if not self.is_stage_end(epoch):
+            return sanity_check_tasks(len(self.task_names), len(self.held_out_tasks), self.zero_shot_baseline,
+                                      self.retention_baseline)
+        if not self.is_stage_end(trainer.current_epoch):
             return set()
-        stage = self.stage_for_epoch(epoch)
-        last = stage == self.num_stages - 1
-        if self.eval_schedule == "full" or last:
-            tasks = {t for s in self.stages[: stage + 1] for t in s}
-        else:  # diagonal_final: the stage's own tasks only, until the last stage
-            tasks = set(self.stages[stage])
-        if self.evaluate_next_task and not last:
-            tasks |= set(self.stages[stage + 1])
-        if last:
-            tasks |= set(range(len(self.task_names), len(self.all_task_names)))
-        return tasks
+        return stage_end_tasks(self.stages, self.stage_for_epoch(trainer.current_epoch), self.eval_schedule,
+                               self.evaluate_next_task, len(self.held_out_tasks))
 
     def _trainer_or_none(self):
         try:
@@ -373,25 +336,10 @@ class TaskSequenceDataModule(pl.LightningDataModule):
         return examples
 
     def _draw_replay(self) -> None:
-        """Which (task, example) pairs each stage replays; seeded, so the same on every rank and resume."""
         self._replay_draws = {}
-        if self.replay is None:
-            return
-        buffers = {}
-        for t, examples in enumerate(self._train_examples):
-            picks = stratified_subsample([e["label"] for e in examples], self.replay.samples_per_task, self.seed + 104729 * (t + 1))
-            buffers[t] = [(t, i) for i in picks]
-        for stage in range(1, self.num_stages):
-            pool = [pair for t in range(stage) for pair in buffers[t]]
-            if self.replay.ratio is not None:
-                wanted = min(len(pool), round(self.replay.ratio * len(self._train_examples[stage])))
-                rng = random.Random(self.seed * 31 + stage)
-                per_task = [buffers[t][:] for t in range(stage)]
-                for b in per_task:
-                    rng.shuffle(b)
-                # Round-robin over earlier tasks: evenly spread.
-                pool = [b[i] for i in range(max(map(len, per_task))) for b in per_task if i < len(b)][:wanted]
-            self._replay_draws[stage] = sorted(pool)
+        if self.replay is not None:
+            self._replay_draws = draw_replay([[e["label"] for e in examples] for examples in self._train_examples],
+                                             self.replay, self.seed)
 
     def stage_train_examples(self, stage: int) -> list[dict]:
         examples = [e for t in self.stages[stage] for e in self._train_examples[t]]
