@@ -49,6 +49,20 @@ def average_accuracy(acc: Tensor) -> Tensor:
     return acc[-1].mean()
 
 
+def own_task_accuracy(acc: Tensor) -> Tensor:
+    """Mean over tasks j of ``acc[j, j]``: each task's score right after its own stage, before any
+    later task could interfere (plasticity); NaN unless the matrix has one row per task.
+
+    Example:
+        >>> own_task_accuracy(torch.tensor([[0.9, float("nan")], [0.7, 0.8]])).item()
+        0.85
+    """
+    acc = _check(acc)
+    if acc.shape[0] != acc.shape[1]:
+        return acc.new_tensor(_NAN)
+    return acc.diagonal().mean()
+
+
 def backward_transfer(acc: Tensor) -> Tensor:
     """BWT: mean over j < T-1 of ``acc[T-1, j] - acc[j, j]``; NaN for one task."""
     acc = _check(acc)

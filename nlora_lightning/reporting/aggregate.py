@@ -27,7 +27,12 @@ from nlora_lightning.reporting.runfiles import RunFiles, format_percent, read_ru
 __all__ = ["METRICS", "PairedDifference", "format_difference_markdown", "format_groups_markdown", "group_runs",
            "paired_difference", "summarize_groups"]
 
-METRICS = ("AA", "BWT", "forgetting")
+METRICS = ("AA", "BWT", "forgetting", "own_task")
+_LABELS = {"own_task": "own-task acc."}
+
+
+def _value(run: RunFiles, metric: str) -> Optional[float]:
+    return run.own_task() if metric == "own_task" else run.metric(metric)
 
 
 def _group_value(run: RunFiles, key: str) -> Optional[str]:
@@ -58,7 +63,7 @@ def summarize_groups(groups: dict[str, list[RunFiles]]) -> list[dict[str, Any]]:
     for name, runs in groups.items():
         row: dict[str, Any] = {"group": name, "runs": len(runs)}
         for metric in METRICS:
-            values = [v for v in (run.metric(metric) for run in runs) if v is not None]
+            values = [v for v in (_value(run, metric) for run in runs) if v is not None]
             row[metric] = summarize_seeds(values) if values else None
         rows.append(row)
     return rows
@@ -143,7 +148,7 @@ def _mean_std(summary) -> str:
 
 def format_groups_markdown(rows: Sequence[dict[str, Any]], group_by: str) -> str:
     """Groups as a Markdown table: mean ± sample std (percent) and n per metric."""
-    header = [group_by, "runs"] + [f"{m} (%) mean ± std" for m in METRICS] + ["n (AA)"]
+    header = [group_by, "runs"] + [f"{_LABELS.get(m, m)} (%) mean ± std" for m in METRICS] + ["n (AA)"]
     lines = ["| " + " | ".join(header) + " |", "|:---|" + "---:|" * (len(header) - 1)]
     for row in rows:
         cells = [str(row["group"]).replace("|", "\\|"), str(row["runs"]), *(_mean_std(row[m]) for m in METRICS),

@@ -38,6 +38,7 @@ COLUMNS: list[tuple[str, str, Any]] = [
     ("AA", "AA (%)", lambda v: format_percent(v, 2)),
     ("AA_majority", "majority AA (%)", lambda v: format_percent(v, 2)),
     ("never_learned", "never learned", lambda v: "n/a" if v is None else str(v)),
+    ("own_task", "own-task acc. (%)", lambda v: format_percent(v, 2)),  # mean of R's diagonal: plasticity
     ("BWT", "BWT (%)", lambda v: format_percent(v, 2)),
     ("forgetting", "forgetting (%)", lambda v: format_percent(v, 2)),
     ("collision_mean", "collision (%)", lambda v: format_percent(v, 2)),
@@ -56,7 +57,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """One row per run directory with the headline figures (``None`` where a file or value is missing).
 
     Keys: ``run`` (directory name), ``unfinished``, ``method``, ``AA``, ``AA_majority`` (always the majority
-    training answer), ``never_learned`` (how many tasks), ``BWT``, ``forgetting`` (fractions),
+    training answer), ``never_learned`` (how many tasks), ``own_task`` (mean of the matrix's diagonal), ``BWT``, ``forgetting`` (fractions),
     ``collision_mean`` and ``overlap_mean`` (means over task pairs i < j), ``train_time_s``,
     ``peak_memory_bytes``, ``state_bytes`` (after the last task), ``train_tokens_per_s``,
     ``eval_tokens_per_s`` (CostMonitor), ``retention`` (mean change on held-out tasks), ``metric``.
@@ -72,6 +73,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "AA": run.metric("AA"),
             "AA_majority": run.metric("AA_majority"),
             "never_learned": _count(run.metrics, "never_learned"),
+            "own_task": run.own_task(),
             "BWT": run.metric("BWT"),
             "forgetting": run.metric("forgetting"),
             "collision_mean": run.collision.pair_mean() if run.collision is not None else None,

@@ -101,6 +101,21 @@ class RunFiles:
         """``AA``, ``BWT``, ``forgetting`` or ``FWT`` from ``cl_metrics.json`` (``None`` for null)."""
         return _number((self.metrics or {}).get(key))
 
+    def own_task(self) -> Optional[float]:
+        """Own-task accuracy (mean of the accuracy matrix's diagonal, see
+        :func:`~nlora_lightning.metrics.functional.own_task_accuracy`); ``None`` where it is undefined."""
+        import torch
+
+        from nlora_lightning.metrics.functional import own_task_accuracy
+
+        matrix = (self.metrics or {}).get("acc_matrix") or []
+        if not matrix:
+            return None
+        values = [[_number(v) if _number(v) is not None else math.nan for v in row] for row in matrix]
+        if len({len(row) for row in values}) != 1:
+            return None
+        return _number(own_task_accuracy(torch.tensor(values, dtype=torch.float64)).item())
+
     @property
     def tasks(self) -> list[str]:
         return list((self.metrics or {}).get("tasks") or (self.run_info or {}).get("tasks") or [])

@@ -28,6 +28,12 @@ def test_metrics_on_hand_computed_three_task_matrix():
     assert M.forgetting(acc).item() == pytest.approx((0.30 + 0.05) / 2)
     # FWT: (R[0][1] - b1 + R[1][2] - b2) / 2 = (0.2 - 0.1 + 0.3 - 0.2) / 2
     assert M.forward_transfer(acc, zero_shot).item() == pytest.approx(0.10)
+    assert M.own_task_accuracy(acc).item() == pytest.approx((0.90 + 0.80 + 0.85) / 3)
+
+
+def test_own_task_accuracy_needs_one_row_per_task():
+    assert math.isnan(M.own_task_accuracy(torch.tensor([[0.7, 0.9, 0.8]])))  # multi-task: one row, no stage per task
+    assert math.isnan(M.own_task_accuracy(torch.tensor([[0.9, NAN], [0.8, NAN]])))  # a diagonal entry never evaluated
 
 
 def test_forgetting_uses_max_over_intermediate_rows():

@@ -7,7 +7,7 @@ import torch
 from nlora_lightning.cli import main as nlora
 from nlora_lightning.errors import ConfigurationError
 from nlora_lightning.metrics.bootstrap import paired_difference_interval
-from nlora_lightning.reporting.aggregate import group_runs, paired_difference, summarize_groups
+from nlora_lightning.reporting.aggregate import format_groups_markdown, group_runs, paired_difference, summarize_groups
 
 from .conftest import write_fake_run
 
@@ -31,6 +31,10 @@ def test_groups_give_mean_std_and_n(study):
     rows = {r["group"]: r for r in summarize_groups(group_runs(study, "method"))}
     assert rows["nlora"]["runs"] == 3 and rows["nlora"]["AA"] == (pytest.approx(0.72), pytest.approx(0.02), 3)
     assert rows["inclora"]["BWT"].std == pytest.approx(statistics.stdev(BWT["inclora"]))
+    own = (0.9 + 0.7 + 0.85) / 3  # every fake run has the same diagonal
+    assert rows["nlora"]["own_task"] == (pytest.approx(own), pytest.approx(0.0), 3)
+    header = format_groups_markdown(list(rows.values()), "method").splitlines()[0]
+    assert header.endswith("| forgetting (%) mean ± std | own-task acc. (%) mean ± std | n (AA) |")
 
 
 def test_paired_difference_over_seeds_and_over_test_samples(study):

@@ -13,17 +13,18 @@ def test_compare_runs_reads_headline_figures_and_marks_missing_ones(tmp_path):
     bare = write_fake_run(tmp_path / "olora_run", aa=0.5, files=("cl_metrics",))  # and no baselines: an older run
     rows = compare_runs([full, bare])
     assert rows[0] == {"run": "nlora_run", "unfinished": False, "method": "nlora", "AA": 0.75, "AA_majority": 0.4, "never_learned": 1,
-                       "BWT": -0.1, "forgetting": 0.1, "collision_mean": pytest.approx(0.02), "overlap_mean": pytest.approx(0.3),
+                       "own_task": pytest.approx((0.9 + 0.7 + 0.85) / 3), "BWT": -0.1, "forgetting": 0.1, "collision_mean": pytest.approx(0.02), "overlap_mean": pytest.approx(0.3),
                        "train_time_s": 123.4, "peak_memory_bytes": None, "state_bytes": None, "train_tokens_per_s": None,
                        "eval_tokens_per_s": None, "retention": None, "metric": "exact_match"}
     assert rows[1]["method"] is None and rows[1]["collision_mean"] is None and rows[1]["AA"] == 0.5
     assert rows[1]["AA_majority"] is None and rows[1]["never_learned"] is None
+    assert rows[1]["own_task"] == pytest.approx((0.9 + 0.7 + 0.85) / 3)  # from the matrix: older runs have it too
     table = format_markdown(rows).splitlines()
-    assert table[0] == ("| run | method | AA (%) | majority AA (%) | never learned | BWT (%) | forgetting (%) | collision (%) "
+    assert table[0] == ("| run | method | AA (%) | majority AA (%) | never learned | own-task acc. (%) | BWT (%) | forgetting (%) | collision (%) "
                         "| overlap | train time (s) | peak memory | stored state | train tokens/s | eval tokens/s | retention (%) | metric |")
     no_cost = "| n/a | n/a | n/a | n/a | n/a | exact_match |"  # cost, retention: not in these fake runs
-    assert table[2] == "| nlora_run | nlora | 75.00 | 40.00 | 1 | -10.00 | 10.00 | 2.00 | 0.3000 | 123 " + no_cost
-    assert table[3] == "| olora_run | n/a | 50.00 | n/a | n/a | -10.00 | 10.00 | n/a | n/a | n/a " + no_cost
+    assert table[2] == "| nlora_run | nlora | 75.00 | 40.00 | 1 | 81.67 | -10.00 | 10.00 | 2.00 | 0.3000 | 123 " + no_cost
+    assert table[3] == "| olora_run | n/a | 50.00 | n/a | n/a | 81.67 | -10.00 | 10.00 | n/a | n/a | n/a " + no_cost
 
 
 def test_nlora_compare_prints_and_writes_the_table(tmp_path, monkeypatch, capsys):
