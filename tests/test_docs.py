@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "results" / "README.md"]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "benchmarks" / "README.md",
+         REPO / "benchmarks" / "results" / "README.md"]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 CONFIG_PATH = re.compile(r"configs/[\w/]+\.yaml")
 DATA_OPTION = re.compile(r"(?<![\w/])data\.([a-z_]+)\b")  # data.tasks, --data.seed; not docs/data.md
