@@ -26,7 +26,8 @@ finished runs are kept, interrupted ones resume):
    training samples) and ``data.evaluate_on test`` at ``--final-seeds``:
    ``<out>/test/value_<v>/<method>-seed<s>``.
 
-``--jobs N`` trains N runs of a stage at a time (as in ``compare_methods.py``). Writes
+``--selection-only`` stops after step 2 (for a study that runs the chosen value on test itself, on
+its own training samples). ``--jobs N`` trains N runs of a stage at a time (as in ``compare_methods.py``). Writes
 ``<out>/sweep.md``; exits 1 if a run failed.
 """
 
@@ -188,6 +189,9 @@ def markdown(args: argparse.Namespace, argv: Optional[Sequence[str]], selection:
     ]
     for point in selection:
         lines.append(f"| {point.value} | " + " | ".join(_cells(point)) + f" | {'yes' if point.value == chosen else ''} |")
+    if args.selection_only:
+        chosen_line = f"Chosen: **{chosen}**." if chosen is not None else "(no choice yet: some selection runs have not finished)"
+        return "\n".join(lines + ["", chosen_line, "", "No test runs: `--selection-only`.", ""])
     lines += ["", f"## Test (seeds {args.final_seeds})", ""]
     if chosen is None:
         lines += ["(no choice yet: some selection runs have not finished)", ""]
@@ -224,6 +228,7 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--eval-schedule", choices=["full", "diagonal_final"], default=None)
     parser.add_argument("--fit-arg", action="append", default=[], metavar="=ARG", help="one more argument for every nlora fit")
     parser.add_argument("--table-only", action="store_true", help="write the table from finished runs; start none")
+    parser.add_argument("--selection-only", action="store_true", help="choose on validation and stop: no test runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at a time (default: %(default)s); each gets OMP_NUM_THREADS = cores / jobs")
     parser.add_argument("--out", required=True)
@@ -263,6 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finals: dict[str, Point] = {}
     if chosen is not None:
         print(f"[chosen] {args.key} = {chosen} (validation AA {format_percent(selection[grid.index(chosen)].mean('AA'), 2)} %)")
+    if chosen is not None and not args.selection_only:
         values = list(dict.fromkeys(v for v in (args.default, chosen) if v is not None))
         ok &= ensure_runs(args, values, "test", args.final_seeds)
         finals = {value: read_point(out, "test", args.method_name, value, args.final_seeds) for value in values}

@@ -129,3 +129,16 @@ def test_jobs_train_a_stages_runs_side_by_side(sweep, tmp_path, monkeypatch):
     assert sorted(values) == ['--model.method_defaults.nlora_l1/delta_w={"weight": 1e-2}',
                               '--model.method_defaults.nlora_l1/delta_w={"weight": 1e-3}']
     assert "(no choice yet" in (tmp_path / "sweep" / "sweep.md").read_text()
+
+
+def test_selection_only_chooses_and_starts_no_test_run(sweep, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    for value, aa in (("1e-3", 0.7), ("1e-2", 0.6)):
+        fake_run(out / "selection" / f"value_{value}" / "nlora-seed0", aa, "validation")
+    started = []
+    monkeypatch.setattr(sweep.compare_methods.subprocess, "run", lambda command, **_: started.append(command))
+    assert sweep.main(tiny_args(out, "--grid", "1e-3", "1e-2", "--default", "1e-2", "--selection-only")) == 0
+    assert started == [] and not (out / "test").exists()
+    table = (out / "sweep.md").read_text()
+    assert "| 1e-3 | 70.00 | 70.00 | 0.00 | yes |" in table and "Chosen: **1e-3**." in table and "## Test" not in table
+    assert "[chosen] model.method_defaults.nlora_l1/delta_w = 1e-3" in capsys.readouterr().out
