@@ -10,8 +10,8 @@ the model config (``configs/models/<model>.yaml`` or a path), the benchmark conf
 (``configs/benchmarks/<preset>.yaml``, a path, or ``none`` for the model config's own tasks) and
 ``configs/methods/<method>.yaml``, plus the size overrides. The script is restartable: finished
 runs are kept, interrupted ones resume from their last checkpoint. ``--jobs N`` trains N runs at a
-time, each with ``OMP_NUM_THREADS`` = cores / N unless the environment sets it (on a 2-core CPU two
-one-thread runs side by side finish sooner than the same runs one after the other). At the end it writes
+time, each with ``OMP_NUM_THREADS`` = cores / N unless the environment sets it (a second thread speeds
+one run up less than 2x, so on 2 cores two one-thread runs side by side finish sooner than in turn). At the end it writes
 ``comparison.md`` (the table of ``nlora compare`` plus the command, sizes, wall time and machine)
 and exits 1 if any run failed; ``--table-only`` writes it from the finished runs alone.
 """
