@@ -31,10 +31,6 @@ METRICS = ("AA", "BWT", "forgetting", "own_task")
 _LABELS = {"own_task": "own-task acc."}
 
 
-def _value(run: RunFiles, metric: str) -> Optional[float]:
-    return run.own_task() if metric == "own_task" else run.metric(metric)
-
-
 def _group_value(run: RunFiles, key: str) -> Optional[str]:
     info = run.run_info or {}
     value = info.get(key, (info.get("hyperparameters") or {}).get(key))
@@ -63,7 +59,7 @@ def summarize_groups(groups: dict[str, list[RunFiles]]) -> list[dict[str, Any]]:
     for name, runs in groups.items():
         row: dict[str, Any] = {"group": name, "runs": len(runs)}
         for metric in METRICS:
-            values = [v for v in (_value(run, metric) for run in runs) if v is not None]
+            values = [v for v in (run.metric(metric) for run in runs) if v is not None]
             row[metric] = summarize_seeds(values) if values else None
         rows.append(row)
     return rows

@@ -73,7 +73,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
             "AA": run.metric("AA"),
             "AA_majority": run.metric("AA_majority"),
             "never_learned": _count(run.metrics, "never_learned"),
-            "own_task": run.own_task(),
+            "own_task": run.metric("own_task"),
             "BWT": run.metric("BWT"),
             "forgetting": run.metric("forgetting"),
             "collision_mean": run.collision.pair_mean() if run.collision is not None else None,

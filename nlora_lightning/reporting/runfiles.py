@@ -98,7 +98,10 @@ class RunFiles:
     notes: list[str] = field(default_factory=list)
 
     def metric(self, key: str) -> Optional[float]:
-        """``AA``, ``BWT``, ``forgetting`` or ``FWT`` from ``cl_metrics.json`` (``None`` for null)."""
+        """``AA``, ``BWT``, ``forgetting`` or ``FWT`` from ``cl_metrics.json`` (``None`` for null);
+        ``own_task`` is derived from its accuracy matrix (:meth:`own_task`)."""
+        if key == "own_task":
+            return self.own_task()
         return _number((self.metrics or {}).get(key))
 
     def own_task(self) -> Optional[float]:
