@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from nlora_lightning.errors import CheckpointMismatchError, ConfigurationError, RunDirectoryError, UnfinishedRunError
 from nlora_lightning.export import ExportError, export_run, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Review: a fine film. Sentiment:", "Topic of: the match ended 2-1"]
 
 pytestmark = pytest.mark.slow  # every test here needs the tiny run below
@@ -232,7 +232,7 @@ def test_out_dir_is_protected_and_replaced_only_on_request(tmp_path: Path, tiny_
 
 
 def test_a_failure_leaves_no_half_written_export(tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch):
-    import nlora_lightning.export as export_module
+    import nlora_lightning.export.writer as export_module
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
