@@ -6,6 +6,8 @@ method_k.loss(batch, out)``, each term logged on its own; before each optimizer 
 ``FreezePreviousAdapters`` callback (added automatically when missing); evaluation returns per-sample
 predictions and their counts, which ``ForgettingMetrics`` turns into the accuracy matrix and the
 predictions files. Methods (``model.methods``) are :class:`~nlora_lightning.methods.Method` objects.
+The class docstring's Args are also the help of ``nlora fit --help`` (LightningCLI reads them), which is
+why this file is longer than most.
 """
 
 from __future__ import annotations
@@ -267,15 +269,12 @@ class ContinualLightningModule(pl.LightningModule):
     def task_update_factors(self, stage: int) -> dict[str, Any]:
         if self.adapters is None:
             raise ConfigurationError("full fine-tuning (adapters='none') has no low-rank task updates to analyse")
-        if stage not in self.adapters.snapshots:
-            if not (self._slot_live and stage == self.current_task):
-                raise KeyError(f"no update stored for stage {stage}")
-            live = {n: (l.lora_A.detach().cpu(), (l.lora_B.detach() * l.scaling).cpu()) for n, l in self.adapters.layers.items()}
-            if self.adapter_mode == "shared" and (stage - 1) in self.adapters.snapshots:
-                prev = self.adapters.update_factors(stage - 1)
-                live = {n: (torch.cat([A, prev[n][0]], 0), torch.cat([B, -prev[n][1]], 1)) for n, (A, B) in live.items()}
-            return live
-        return self.adapters.update_factors(stage, cumulative=self.adapter_mode == "shared")
+        shared = self.adapter_mode == "shared"
+        if stage in self.adapters.snapshots:
+            return self.adapters.update_factors(stage, cumulative=shared)
+        if not (self._slot_live and stage == self.current_task):
+            raise KeyError(f"no update stored for stage {stage}")
+        return self.adapters.slot_update_factors(minus_snapshot=stage - 1 if shared else None)
 
     # ----- hooks --------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -329,18 +328,16 @@ class ContinualLightningModule(pl.LightningModule):
         Raises:
             RuntimeError: If the module has no trainer with a task-sequence data module (the data source).
         """
-        from nlora_lightning.data.collate import TrainCollator
+        from nlora_lightning.data.collate import TrainCollator, drawn_train_batches
 
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "stage_train_examples"):
             raise RuntimeError("a method needs the finished task's training data: finish_task must run under a "
                                "Trainer with a TaskSequenceDataModule")
-        examples = datamodule.stage_train_examples(stage)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + stage)
-        chosen = torch.randperm(len(examples), generator=generator)[:samples].tolist()
         collate = TrainCollator(datamodule.tokenizer.pad_token_id, bool(datamodule.decoder_only))
-        for start in range(0, len(chosen), batch_size):
-            batch = collate([examples[i] for i in chosen[start : start + batch_size]])
+        batches = drawn_train_batches(datamodule.stage_train_examples(stage), samples, batch_size,
+                                      self.seed * 1_000_003 + stage, collate)
+        for batch in batches:
             yield {k: v.to(self.device) for k, v in batch.items()}
 
     def _stage_task_name(self) -> Optional[str]:

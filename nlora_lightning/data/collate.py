@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 from nlora_lightning.models.forward import IGNORE_INDEX, pad_rows
 
-__all__ = ["TrainCollator", "EvalCollator"]
+__all__ = ["TrainCollator", "EvalCollator", "drawn_train_batches"]
 
 
 @dataclass
@@ -78,3 +78,16 @@ class EvalCollator:
             "candidates": self.candidates,
             "max_new_tokens": self.max_new_tokens or max(len(c) for c in self.candidates),
         }
+
+
+def drawn_train_batches(examples: Sequence[dict[str, Any]], samples: int, batch_size: int, seed: int,
+                        collate: TrainCollator) -> Iterator[dict[str, torch.Tensor]]:
+    """``samples`` of ``examples`` drawn without replacement by ``seed``, collated ``batch_size`` at a time.
+
+    What a method reads at a task's end (EWC's Fisher, GORP's activations): the same draw for the
+    same seed, whatever happened to the global RNG, so a resumed run computes the same statistics.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(examples), generator=generator)[:samples].tolist()
+    for start in range(0, len(chosen), batch_size):
+        yield collate([examples[i] for i in chosen[start : start + batch_size]])

@@ -235,6 +235,18 @@ class ContinualLoRAModel:
             }
         return factors
 
+    def slot_update_factors(self, minus_snapshot: Optional[int] = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """The trainable slot's current update per layer as ``(A, B_scaled)``, detached, on the CPU.
+
+        ``minus_snapshot``: subtract that task's stored snapshot (a shared adapter's slot is cumulative,
+        so its own task's update is the slot minus the previous snapshot); ignored when it is not stored.
+        """
+        factors = {n: (l.lora_A.detach().cpu(), (l.lora_B.detach() * l.scaling).cpu()) for n, l in self.layers.items()}
+        if minus_snapshot is not None and minus_snapshot in self.snapshots:
+            prev = self.update_factors(minus_snapshot)
+            factors = {n: (torch.cat([A, prev[n][0]], 0), torch.cat([B, -prev[n][1]], 1)) for n, (A, B) in factors.items()}
+        return factors
+
     # ----- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {

@@ -48,3 +48,23 @@ def test_training_batches_supervise_exactly_the_text_after_answer():
         assert labels[length - 1] == eos
         label_text = next(e["label"] for p, e in examples.items() if list(p) == ids[:start].tolist())
         assert dm.tokenizer.decode(labels[start : length - 1].tolist()) == " " + label_text
+
+
+def test_drawn_train_batches_are_a_seeded_draw_without_replacement():
+    from nlora_lightning.data.collate import drawn_train_batches
+
+    examples = [{"prompt_ids": [10 + i], "answer_ids": [1], "task": 0} for i in range(10)]
+    collate = TrainCollator(pad_token_id=PAD, decoder_only=True)
+
+    def drawn(seed, samples=7, batch_size=3):
+        batches = list(drawn_train_batches(examples, samples, batch_size, seed, collate))
+        return [len(b["input_ids"]) for b in batches], [int(row[0]) - 10 for b in batches for row in b["input_ids"]]
+
+    sizes, ids = drawn(seed=1)
+    assert sizes == [3, 3, 1]
+    assert len(set(ids)) == 7 and set(ids) <= set(range(10))
+    assert ids == torch.randperm(10, generator=torch.Generator().manual_seed(1))[:7].tolist()
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert drawn(seed=1) == (sizes, ids)
+    assert drawn(seed=2)[1] != ids
+    assert drawn(seed=1, samples=50)[1] == torch.randperm(10, generator=torch.Generator().manual_seed(1)).tolist()

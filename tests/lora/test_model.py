@@ -101,3 +101,21 @@ def test_cumulative_update_factors_give_the_difference(tiny_llama_init):
     s0, s1 = adapters.snapshots[0], adapters.snapshots[1]
     expected = s1.scaling * (s1.B[name] @ s1.A[name] - s0.B[name] @ s0.A[name])
     torch.testing.assert_close(B @ A, expected)
+
+
+def test_slot_update_factors_are_the_live_update_and_its_difference_to_a_snapshot(tiny_llama_init):
+    adapters = ContinualLoRAModel(llama(tiny_llama_init), LoRAConfig(r=2, alpha=6))
+    train_slot(adapters, 0)
+    adapters.snapshot_slot(0)
+    train_slot(adapters, 1)
+    name, layer = next(iter(adapters.layers.items()))
+    live = layer.scaling * (layer.lora_B.detach() @ layer.lora_A.detach())
+    assert layer.scaling == 3.0  # alpha / r, not 1: a missing scaling would show
+    A, B = adapters.slot_update_factors()[name]
+    torch.testing.assert_close(B @ A, live)
+    A, B = adapters.slot_update_factors(minus_snapshot=0)[name]
+    s0 = adapters.snapshots[0]
+    torch.testing.assert_close(B @ A, live - s0.scaling * (s0.B[name] @ s0.A[name]))
+    assert not A.requires_grad and not B.requires_grad
+    A, B = adapters.slot_update_factors(minus_snapshot=5)[name]  # not stored: the live update alone
+    torch.testing.assert_close(B @ A, live)
