@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlora_lightning.models.generation import generate_answers  # re-exported: evaluation calls fwd.generate_answers
+from nlora_lightning.models.shared_prefix import prompt_pass
 
 __all__ = [
     "IGNORE_INDEX",
@@ -166,10 +167,10 @@ _HEAD_CHUNK_ELEMENTS = 1 << 24
 def _prompt_cache(model, prompt_ids, pad_token_id, device):
     """The prompts run once: KV cache, mask, lengths, log-probabilities of the next token, compute dtype."""
     ids, mask = _pad_left(prompt_ids, pad_token_id, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-    prefix = model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    first = _head_logprobs(model, prefix.last_hidden_state[:, -1])  # predicts each candidate's first token
-    return prefix.cache, mask, mask.sum(-1, keepdim=True), first, prefix.last_hidden_state.dtype
+    lengths = mask.sum(-1, keepdim=True)
+    prompts, mask = prompt_pass(model.base_model, ids, mask)  # the shared prefix runs once
+    first = _head_logprobs(model, prompts.last_hidden_state[:, -1])  # predicts each candidate's first token
+    return prompts.cache, mask, lengths, first, prompts.last_hidden_state.dtype
 
 
 def _continuation_scores(model, cache, mask, lengths, dtype, candidate_ids, chosen, device) -> Tensor:

@@ -14,6 +14,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from nlora_lightning.models.shared_prefix import prompt_pass, shared_prefix_length
+
 __all__ = ["generate_answers", "greedy_decode", "length_groups", "plain_greedy"]
 
 # What one decode step costs, in prompt tokens of the prompt pass. The prompt pass is compute-bound
@@ -46,6 +48,7 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, m
         max_new_tokens: Tokens generated at most per row.
         eos_token_id: The token that ends a row's answer.
 
+    The prompts' shared prefix runs once (:func:`~nlora_lightning.models.shared_prefix.prompt_pass`).
     A row that emits EOS leaves the batch and the KV cache before the next step, so later steps
     cost only the rows still generating. Positions count from each row's first real token, as
     ``generate`` derives them from the attention mask.
@@ -54,10 +57,8 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, m
     tokens: list[list[int]] = [[] for _ in range(rows)]
     if rows == 0 or max_new_tokens <= 0:
         return tokens
-    mask = attention_mask.long()
-    lengths = mask.sum(-1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    lengths = attention_mask.long().sum(-1)
+    out, mask = prompt_pass(lambda **kwargs: model(**kwargs, logits_to_keep=1), input_ids, attention_mask)
     cache, live = out.cache, torch.arange(rows, device=input_ids.device)
     for step in range(max_new_tokens):
         chosen = out.logits[:, -1].argmax(-1)
@@ -78,17 +79,20 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, m
     return tokens
 
 
-def length_groups(lengths: list[int], new_tokens: int, step_tokens: int = DECODE_STEP_TOKENS) -> list[list[int]]:
+def length_groups(lengths: list[int], new_tokens: int, step_tokens: int = DECODE_STEP_TOKENS,
+                  shared: int = 0) -> list[list[int]]:
     """Rows grouped by prompt length so that padding plus decode steps cost least.
 
-    A group of ``n`` rows whose longest prompt has ``w`` tokens costs ``n * w`` prompt tokens (its
-    padding included) plus ``new_tokens * step_tokens`` for its decode loop. With the rows sorted
+    A group of ``n`` rows whose longest prompt has ``w`` tokens costs ``shared + n * (w - shared)``
+    prompt tokens (its padding included; the prefix every row shares runs once per group) plus
+    ``new_tokens * step_tokens`` for its decode loop. With the rows sorted
     longest first, the cheapest split into contiguous groups is found exactly by dynamic programming.
 
     Args:
         lengths: Each row's prompt length (no padding).
         new_tokens: Decode steps a group may take (``max_new_tokens``).
         step_tokens: The cost of one decode step in prompt tokens.
+        shared: Leading tokens every row shares (:func:`~nlora_lightning.models.shared_prefix.shared_prefix_length`).
 
     Returns:
         Lists of row indices, longest prompts first; every row exactly once.
@@ -98,11 +102,11 @@ def length_groups(lengths: list[int], new_tokens: int, step_tokens: int = DECODE
         [[0, 2], [3, 1]]
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    fixed = new_tokens * step_tokens
+    fixed = new_tokens * step_tokens + shared
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):  # best[end]: cheapest cost of the first `end` rows
         for start in range(end):
-            cost = best[start] + (end - start) * lengths[order[start]] + fixed
+            cost = best[start] + (end - start) * (lengths[order[start]] - shared) + fixed
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     groups, end = [], len(order)
@@ -135,7 +139,8 @@ def generate_answers(
     if not is_seq2seq and plain_greedy(config):
         lengths = attention_mask.sum(-1).tolist()
         rows: list[list[int]] = [[] for _ in lengths]
-        for group in length_groups(lengths, max_new_tokens, DECODE_STEP_TOKENS):
+        shared = shared_prefix_length(input_ids, attention_mask)
+        for group in length_groups(lengths, max_new_tokens, DECODE_STEP_TOKENS, shared):
             width = max(lengths[i] for i in group)  # left padding: the group's prompts fit in the last columns
             index = torch.tensor(group, device=input_ids.device)
             tokens = greedy_decode(model, input_ids[index, -width:], attention_mask[index, -width:], max_new_tokens,

@@ -126,6 +126,20 @@ def test_packed_candidates_score_like_one_by_one_and_full_sequences(llama, monke
     assert torch.equal(best_only.argmax(-1), one_by_one.argmax(-1))
 
 
+def test_ranking_over_a_shared_prefix_scores_like_full_sequences(llama):
+    model, tok = llama
+    head = "Task:TC\nDataset:dbpedia\nWhat is the topic? Option: Company, Artist \n"
+    prompts = [tok.encode(head + s + "\nAnswer:") for s in ("Apple Inc.", "A painter of note", "x")]
+    candidates = [tok.encode(" Company") + [1], tok.encode(" Artist") + [1], tok.encode(" no") + [1]]
+    fed, handle = _fed_tokens(model)
+    with torch.no_grad():
+        packed = F._rank_decoder_only(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+        full = F._rank_full_sequences(model, prompts, candidates, tok.pad_token_id, torch.device("cpu"))
+    handle.remove()
+    assert fed[0] == len(tok.encode(head))  # the shared prefix ran once (its tokens, one row)
+    torch.testing.assert_close(packed, full, rtol=1e-4, atol=1e-4)
+
+
 def _fed_tokens(model) -> tuple[list[int], object]:
     """Counts the tokens of each forward pass of the decoder body (prompt pass included)."""
     fed: list[int] = []

@@ -62,6 +62,27 @@ def test_greedy_decode_equals_generate_when_rows_finish_at_different_steps(llama
     assert greedy_decode(model, ids, mask, NEW_TOKENS, eos) == expected
 
 
+HEAD = "Task:TC\nDataset:dbpedia\nWhat is the topic of the paragraph? Option: Company, Artist, Film \n"
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_greedy_decode_equals_generate_when_the_prompts_share_a_prefix(llama, attention):
+    # The prefix runs once (models/shared_prefix.py); the tokens must still be generate's.
+    model, tok = llama
+    model.set_attn_implementation(attention)
+    ids, mask = left_padded(tok, [HEAD + text for text in TEXTS])
+    eos = an_eos_that_ends_rows_at_different_steps(model, ids, mask, tok.pad_token_id)
+    calls = []
+    handle = model.model.register_forward_pre_hook(lambda _, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
+                                                   with_kwargs=True)
+    tokens = greedy_decode(model, ids, mask, NEW_TOKENS, eos)
+    handle.remove()
+    assert calls[0] == 1  # the shared prefix was run once, for the whole batch
+    expected = hf_greedy(model, ids, mask, eos, tok.pad_token_id)
+    assert len({len(row) for row in expected if row and row[-1] == eos}) >= 2
+    assert tokens == expected
+
+
 def test_greedy_decode_equals_generate_with_adapters(tiny, tiny_llama_init):
     module = tiny.module(tiny_llama_init)
     module.configure_model()
@@ -104,7 +125,7 @@ def test_zero_new_tokens_and_empty_batches(llama):
     assert greedy_decode(model, ids[:0], mask[:0], 5, tok.eos_token_id) == []
 
 
-def brute_force_cost(lengths, new_tokens, step_tokens):
+def brute_force_cost(lengths, new_tokens, step_tokens, shared=0):
     """The cheapest split of the longest-first rows into contiguous groups, by trying every split."""
     import itertools
 
@@ -117,22 +138,23 @@ def brute_force_cost(lengths, new_tokens, step_tokens):
                 groups.append(order[start:i])
                 start = i
         groups.append(order[start:])
-        best = min(best, sum(len(g) * g[0] + new_tokens * step_tokens for g in groups))
+        best = min(best, sum(shared + len(g) * (g[0] - shared) + new_tokens * step_tokens for g in groups))
     return best
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("new_tokens,step_tokens", [(1, 0), (1, 8), (4, 16), (50, 64)])
-def test_length_groups_is_the_cheapest_split_and_covers_every_row(seed, new_tokens, step_tokens):
+@pytest.mark.parametrize("new_tokens,step_tokens,shared", [(1, 0, 0), (1, 8, 0), (4, 16, 0), (50, 64, 0), (1, 0, 30), (4, 16, 60)])
+def test_length_groups_is_the_cheapest_split_and_covers_every_row(seed, new_tokens, step_tokens, shared):
     import random
 
     lengths = [random.Random(seed * 10 + i).randint(1, 120) for i in range(7)]
-    groups = length_groups(lengths, new_tokens, step_tokens)
+    lengths = [length + shared for length in lengths]
+    groups = length_groups(lengths, new_tokens, step_tokens, shared)
     assert sorted(i for g in groups for i in g) == list(range(7))
     flat = [lengths[i] for g in groups for i in g]
     assert flat == sorted(lengths, reverse=True)  # contiguous runs of the longest-first order
-    cost = sum(len(g) * lengths[g[0]] + new_tokens * step_tokens for g in groups)
-    assert cost == brute_force_cost(lengths, new_tokens, step_tokens)
+    cost = sum(shared + len(g) * (lengths[g[0]] - shared) + new_tokens * step_tokens for g in groups)
+    assert cost == brute_force_cost(lengths, new_tokens, step_tokens, shared)
 
 
 def test_generate_answers_in_length_groups_equals_one_batch_of_generate(llama, monkeypatch):
