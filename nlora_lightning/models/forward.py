@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nlora_lightning.models.generation import generate_answers  # re-exported: evaluation calls fwd.generate_answers
-from nlora_lightning.models.shared_prefix import prompt_pass
+from nlora_lightning.models.shared_prefix import can_share_prefix, prompt_pass
 
 __all__ = [
     "IGNORE_INDEX",
@@ -168,7 +168,7 @@ def _prompt_cache(model, prompt_ids, pad_token_id, device):
     """The prompts run once: KV cache, mask, lengths, log-probabilities of the next token, compute dtype."""
     ids, mask = _pad_left(prompt_ids, pad_token_id, device)
     lengths = mask.sum(-1, keepdim=True)
-    prompts, mask = prompt_pass(model.base_model, ids, mask)  # the shared prefix runs once
+    prompts, mask = prompt_pass(model.base_model, ids, mask, share=can_share_prefix(model))  # the shared prefix once
     first = _head_logprobs(model, prompts.last_hidden_state[:, -1])  # predicts each candidate's first token
     return prompts.cache, mask, lengths, first, prompts.last_hidden_state.dtype
 

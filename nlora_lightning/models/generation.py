@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from nlora_lightning.models.shared_prefix import MIN_SHARED_TOKENS, prompt_pass, shared_prefix_length
+from nlora_lightning.models.shared_prefix import MIN_SHARED_TOKENS, can_share_prefix, prompt_pass, shared_prefix_length
 
 __all__ = ["generate_answers", "greedy_decode", "length_groups", "plain_greedy"]
 
@@ -58,7 +58,8 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, m
     if rows == 0 or max_new_tokens <= 0:
         return tokens
     lengths = attention_mask.long().sum(-1)
-    out, mask = prompt_pass(lambda **kwargs: model(**kwargs, logits_to_keep=1), input_ids, attention_mask)
+    out, mask = prompt_pass(lambda **kwargs: model(**kwargs, logits_to_keep=1), input_ids, attention_mask,
+                            share=can_share_prefix(model))
     cache, live = out.cache, torch.arange(rows, device=input_ids.device)
     for step in range(max_new_tokens):
         chosen = out.logits[:, -1].argmax(-1)
@@ -140,7 +141,7 @@ def generate_answers(
         lengths = attention_mask.sum(-1).tolist()
         rows: list[list[int]] = [[] for _ in lengths]
         shared = shared_prefix_length(input_ids, attention_mask)
-        shared = shared if shared >= MIN_SHARED_TOKENS else 0  # what prompt_pass will share
+        shared = shared if shared >= MIN_SHARED_TOKENS and can_share_prefix(model) else 0  # what prompt_pass shares
         for group in length_groups(lengths, max_new_tokens, DECODE_STEP_TOKENS, shared):
             width = max(lengths[i] for i in group)  # left padding: the group's prompts fit in the last columns
             index = torch.tensor(group, device=input_ids.device)

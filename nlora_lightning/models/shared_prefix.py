@@ -21,10 +21,18 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_SHARED_TOKENS", "prompt_pass", "shared_prefix_length"]
+__all__ = ["MIN_SHARED_TOKENS", "can_share_prefix", "prompt_pass", "shared_prefix_length"]
 
 # Below this many shared tokens the second call and the repeated cache cost about what they save.
 MIN_SHARED_TOKENS = 8
+# Attention implementations that honour a 2-D key mask with a gap in the middle (the padding between
+# the prefix and a row's own tokens). Flash attention's unpadding assumes padding at one end only.
+_GAP_MASK_ATTENTION = ("sdpa", "eager")
+
+
+def can_share_prefix(model) -> bool:
+    """Whether ``model``'s attention takes the gapped key mask :func:`prompt_pass` builds."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", "sdpa") in _GAP_MASK_ATTENTION
 
 
 def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor) -> int:
@@ -49,7 +57,7 @@ def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor) -> int:
 
 
 def prompt_pass(forward: Callable[..., Any], input_ids: Tensor, attention_mask: Tensor,
-                min_shared: int = MIN_SHARED_TOKENS) -> tuple[Any, Tensor]:
+                min_shared: int = MIN_SHARED_TOKENS, share: bool = True) -> tuple[Any, Tensor]:
     """Run left-padded prompts through ``forward`` with a KV cache, the shared prefix once.
 
     Args:
@@ -58,6 +66,7 @@ def prompt_pass(forward: Callable[..., Any], input_ids: Tensor, attention_mask: 
         input_ids: ``(rows, width)`` prompts, left-padded.
         attention_mask: ``(rows, width)``, 0 on the padding.
         min_shared: Share a prefix only when it has at least this many tokens.
+        share: ``False`` runs the plain left-padded pass (see :func:`can_share_prefix`).
 
     Returns:
         The output of the last call (its ``cache`` holds every row's prompt; its last position is
@@ -66,7 +75,7 @@ def prompt_pass(forward: Callable[..., Any], input_ids: Tensor, attention_mask: 
     """
     mask = attention_mask.long()
     rows = input_ids.shape[0]
-    shared = shared_prefix_length(input_ids, mask) if rows > 1 else 0
+    shared = shared_prefix_length(input_ids, mask) if share and rows > 1 else 0
     if shared < max(1, min_shared):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
         return forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True), mask

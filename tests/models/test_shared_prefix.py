@@ -98,3 +98,29 @@ def test_prompt_pass_without_a_shared_prefix_is_one_plain_call(llama):
         _, key_mask = prompt_pass(lambda **kw: model(**kw), ids, mask)
     handle.remove()
     assert shapes == [tuple(ids.shape)] and torch.equal(key_mask, mask)
+
+
+def test_attention_without_gapped_masks_runs_the_plain_pass(llama, monkeypatch):
+    from nlora_lightning.models import forward as fwd
+    from nlora_lightning.models import generation
+    from nlora_lightning.models.shared_prefix import can_share_prefix
+
+    model, tok = llama
+    assert can_share_prefix(model)
+    model.config._attn_implementation = "flash_attention_2"  # only what the check reads; nothing runs with it
+    assert not can_share_prefix(model)
+    model.config._attn_implementation = "sdpa"
+    rows = [tok.encode(HEAD + s + "\nAnswer:") for s in ("one", "two words")]
+    ids, mask = left_padded(rows, tok.pad_token_id)
+    for share in (True, False):  # greedy decoding and label ranking both ask the model
+        monkeypatch.setattr(generation, "can_share_prefix", lambda m: share)
+        monkeypatch.setattr(fwd, "can_share_prefix", lambda m: share)
+        shapes, handle = _calls(model)
+        generation.greedy_decode(model, ids, mask, 1, tok.eos_token_id)
+        with torch.no_grad():
+            fwd._rank_decoder_only(model, rows, [tok.encode(" a") + [1]], tok.pad_token_id, torch.device("cpu"))
+        handle.remove()
+        if share:  # each prompt pass is two calls, the first on the prefix alone
+            assert shapes[0] == shapes[2] == (1, common_prefix(rows)), shapes
+        else:
+            assert shapes[0] == shapes[1] == tuple(ids.shape), shapes
