@@ -227,13 +227,14 @@ class ContinualLoRAModel:
         """
         snap = self.snapshots[task]
         factors = {n: (snap.A[n], snap.B[n] * snap.scaling) for n in self.layers}
-        if cumulative and (task - 1) in self.snapshots:
-            prev = self.snapshots[task - 1]
-            factors = {
-                n: (torch.cat([A, prev.A[n]], 0), torch.cat([B, -prev.B[n] * prev.scaling], 1))
-                for n, (A, B) in factors.items()
-            }
-        return factors
+        return self._minus_snapshot(factors, task - 1) if cumulative else factors
+
+    def _minus_snapshot(self, factors: dict[str, tuple[Tensor, Tensor]], task: int) -> dict[str, tuple[Tensor, Tensor]]:
+        """``factors`` minus task ``task``'s snapshot, again as factors (concatenated); unchanged if not stored."""
+        if task not in self.snapshots:
+            return factors
+        prev = self.snapshots[task]
+        return {n: (torch.cat([A, prev.A[n]], 0), torch.cat([B, -prev.B[n] * prev.scaling], 1)) for n, (A, B) in factors.items()}
 
     def slot_update_factors(self, minus_snapshot: Optional[int] = None) -> dict[str, tuple[Tensor, Tensor]]:
         """The trainable slot's current update per layer as ``(A, B_scaled)``, detached, on the CPU.
@@ -242,10 +243,7 @@ class ContinualLoRAModel:
         so its own task's update is the slot minus the previous snapshot); ignored when it is not stored.
         """
         factors = {n: (l.lora_A.detach().cpu(), (l.lora_B.detach() * l.scaling).cpu()) for n, l in self.layers.items()}
-        if minus_snapshot is not None and minus_snapshot in self.snapshots:
-            prev = self.update_factors(minus_snapshot)
-            factors = {n: (torch.cat([A, prev[n][0]], 0), torch.cat([B, -prev[n][1]], 1)) for n, (A, B) in factors.items()}
-        return factors
+        return factors if minus_snapshot is None else self._minus_snapshot(factors, minus_snapshot)
 
     # ----- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from nlora_lightning.models.shared_prefix import MIN_SHARED_TOKENS, can_share_prefix, prompt_pass, shared_prefix_length
+from nlora_lightning.models.shared_prefix import can_share_prefix, prefix_to_share, prompt_pass
 
 __all__ = ["generate_answers", "greedy_decode", "length_groups", "plain_greedy"]
 
@@ -140,8 +140,7 @@ def generate_answers(
     if not is_seq2seq and plain_greedy(config):
         lengths = attention_mask.sum(-1).tolist()
         rows: list[list[int]] = [[] for _ in lengths]
-        shared = shared_prefix_length(input_ids, attention_mask)
-        shared = shared if shared >= MIN_SHARED_TOKENS and can_share_prefix(model) else 0  # what prompt_pass shares
+        shared = prefix_to_share(input_ids, attention_mask, can_share_prefix(model))  # as prompt_pass will
         for group in length_groups(lengths, max_new_tokens, DECODE_STEP_TOKENS, shared):
             width = max(lengths[i] for i in group)  # left padding: the group's prompts fit in the last columns
             index = torch.tensor(group, device=input_ids.device)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_SHARED_TOKENS", "can_share_prefix", "prompt_pass", "shared_prefix_length"]
+__all__ = ["MIN_SHARED_TOKENS", "can_share_prefix", "prefix_to_share", "prompt_pass", "shared_prefix_length"]
 
 # Below this many shared tokens the second call and the repeated cache cost about what they save.
 MIN_SHARED_TOKENS = 8
@@ -56,6 +56,13 @@ def shared_prefix_length(input_ids: Tensor, attention_mask: Tensor) -> int:
     return int(agree.long().cumprod(0).sum())
 
 
+def prefix_to_share(input_ids: Tensor, attention_mask: Tensor, share: bool = True,
+                    min_shared: int = MIN_SHARED_TOKENS) -> int:
+    """The prefix :func:`prompt_pass` runs once: the shared prefix when sharing pays, else 0."""
+    shared = shared_prefix_length(input_ids, attention_mask) if share and input_ids.shape[0] > 1 else 0
+    return shared if shared >= max(1, min_shared) else 0
+
+
 def prompt_pass(forward: Callable[..., Any], input_ids: Tensor, attention_mask: Tensor,
                 min_shared: int = MIN_SHARED_TOKENS, share: bool = True) -> tuple[Any, Tensor]:
     """Run left-padded prompts through ``forward`` with a KV cache, the shared prefix once.
@@ -75,8 +82,8 @@ def prompt_pass(forward: Callable[..., Any], input_ids: Tensor, attention_mask: 
     """
     mask = attention_mask.long()
     rows = input_ids.shape[0]
-    shared = shared_prefix_length(input_ids, mask) if share and rows > 1 else 0
-    if shared < max(1, min_shared):
+    shared = prefix_to_share(input_ids, mask, share, min_shared)
+    if not shared:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
         return forward(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True), mask
     lengths = mask.sum(-1)
